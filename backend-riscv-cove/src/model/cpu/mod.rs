@@ -1,0 +1,1 @@
+//! RV64 guest CPU (being written).
