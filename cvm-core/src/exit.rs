@@ -277,3 +277,16 @@ pub fn sign_extend(value: u64, size: u8) -> u64 {
         _ => value,
     }
 }
+
+/// What the host saw natively behind the last exit, for comparison and debugging: the
+/// architecture's own syndrome registers and the channel a value travelled through.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitDetail {
+    /// Native exit reason, e.g. `RMI_EXIT_SYNC`, `scause=21`, `KVM_EXIT_MMIO`.
+    pub reason: String,
+    /// Native registers as (name, value), e.g. `("esr", 0x9380_0047)`, `("htinst", 0x2503)`.
+    pub registers: Vec<(String, u64)>,
+    /// Where an MMIO/host-call value travels, e.g. `RecExit.gprs[0]`, `NACL scratch a0`,
+    /// `kvm_run.mmio.data`.
+    pub channel: String,
+}

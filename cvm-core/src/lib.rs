@@ -32,7 +32,9 @@ pub use config::{
     Implementation, Measure, VcpuInit, VmConfig,
 };
 pub use error::{Error, FirmwareError, Result};
-pub use exit::{mask_to_size, sign_extend, validate_resume, ExitKind, Resume, ResumeKind, VmExit};
+pub use exit::{
+    mask_to_size, sign_extend, validate_resume, ExitDetail, ExitKind, Resume, ResumeKind, VmExit,
+};
 pub use features::{FeatureDef, FeatureRegisters, FeatureValue};
 pub use lifecycle::{LaunchState, Lifecycle, Op};
 pub use measure::{

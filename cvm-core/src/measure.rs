@@ -150,7 +150,7 @@ pub struct RealmParamsLog {
 
 /// One measured launch event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case")]
 pub enum MeasurementEvent {
     /// CCA RMI_RTT_INIT_RIPAS: one RIPAS descriptor `[base, top)`.
     Ripas {

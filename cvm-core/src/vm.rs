@@ -12,7 +12,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::config::{BackendInfo, Confidentiality, Measure, VcpuInit, VmConfig};
 use crate::error::{Error, Result};
-use crate::exit::{validate_resume, Resume, VmExit};
+use crate::exit::{validate_resume, ExitDetail, Resume, VmExit};
 use crate::features::{FeatureDef, FeatureRegisters, FeatureValue};
 use crate::guest::GuestPlatform;
 use crate::lifecycle::{LaunchState, Lifecycle, Op};
@@ -85,6 +85,9 @@ pub trait Vcpu: Send {
     fn pending(&self) -> Option<&VmExit>;
     /// This vCPU's counters.
     fn stats(&self) -> Stats;
+    /// The native detail behind the last exit (syndromes, transfer channel), if the backend
+    /// records it.
+    fn exit_detail(&self) -> Option<ExitDetail>;
 }
 
 /// What a backend implements for a VM. [`ManagedVm`] calls these only in an allowed state and
@@ -137,6 +140,11 @@ pub trait VmOps: Send + Sync + 'static {
 pub trait VcpuOps: Send {
     /// Applies `resume` (already validated against `pending`) and enters the guest.
     fn run(&mut self, resume: Resume, pending: Option<&VmExit>) -> Result<VmExit>;
+    /// The native detail behind the last exit (ESR/FAR/HPFAR, scause/htval/htinst, kvm_run
+    /// fields) and the channel values travel through. Off the hot path: build it on demand.
+    fn exit_detail(&self) -> Option<ExitDetail> {
+        None
+    }
 }
 
 static NEXT_VM_ID: AtomicU64 = AtomicU64::new(1);
@@ -451,5 +459,9 @@ impl Vcpu for ManagedVcpu {
 
     fn stats(&self) -> Stats {
         self.stats.snapshot()
+    }
+
+    fn exit_detail(&self) -> Option<ExitDetail> {
+        self.ops.exit_detail()
     }
 }
