@@ -227,27 +227,27 @@ impl Resume {
 /// first run). Every backend calls this before entering the guest.
 pub fn validate_resume(pending: Option<&VmExit>, resume: &Resume) -> Result<()> {
     use ResumeKind as R;
-    let ok = match (pending.map(VmExit::kind), resume.kind()) {
-        (None, R::Done) => true,
-        (Some(ExitKind::MmioWrite), R::Done | R::InjectAbort) => true,
-        (Some(ExitKind::MmioRead), R::MmioRead | R::InjectAbort) => true,
-        (Some(ExitKind::PioOut), R::Done) => true,
-        (Some(ExitKind::PioIn), R::PioRead) => true,
-        (Some(ExitKind::ConvertMemory), R::Conversion) => true,
-        (Some(ExitKind::HostCall), R::HostCall) => true,
-        (Some(ExitKind::SysReg), R::SysReg | R::InjectAbort) => true,
-        (
-            Some(
-                ExitKind::Halt
-                | ExitKind::Interrupted
-                | ExitKind::Fault
-                | ExitKind::SystemOff
-                | ExitKind::Reset,
-            ),
-            R::Done,
-        ) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (pending.map(VmExit::kind), resume.kind()),
+        (None, R::Done)
+            | (Some(ExitKind::MmioWrite), R::Done | R::InjectAbort)
+            | (Some(ExitKind::MmioRead), R::MmioRead | R::InjectAbort)
+            | (Some(ExitKind::PioOut), R::Done)
+            | (Some(ExitKind::PioIn), R::PioRead)
+            | (Some(ExitKind::ConvertMemory), R::Conversion)
+            | (Some(ExitKind::HostCall), R::HostCall)
+            | (Some(ExitKind::SysReg), R::SysReg | R::InjectAbort)
+            | (
+                Some(
+                    ExitKind::Halt
+                        | ExitKind::Interrupted
+                        | ExitKind::Fault
+                        | ExitKind::SystemOff
+                        | ExitKind::Reset,
+                ),
+                R::Done,
+            )
+    );
     if ok {
         Ok(())
     } else {

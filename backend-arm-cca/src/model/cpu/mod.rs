@@ -11,9 +11,28 @@
 //! [`Exit::Undefined`]; the interpreter never guesses. Nothing a guest does can panic the host,
 //! and the run loop does not allocate.
 //!
-//! Layout: [`decode`](self) bit helpers, `dp` (data processing), `branch` (branches, exception
-//! generation, system instructions), `ldst` (loads and stores), `sysreg` (the EL1 registers the
-//! CPU holds) and [`syndrome`] (ESR encodings).
+//! Layout: `decode` (shared pseudocode helpers), `dp` (data processing), `branch` (branches,
+//! exception generation), `ldst` (loads and stores), `sysreg` ([`SysReg`] and the system
+//! instruction class) and [`syndrome`] (ESR encodings, re-exported as [`esr`]).
+//!
+//! Supported A64 (everything else is [`Exit::Undefined`]):
+//! - Data processing (immediate): ADR, ADRP; ADD/ADDS/SUB/SUBS (CMP, CMN, MOV to/from SP);
+//!   AND/ORR/EOR/ANDS (TST, MOV bitmask); MOVN/MOVZ/MOVK; SBFM/BFM/UBFM (ASR/LSL/LSR, SXT*,
+//!   UXT*, SBFX/UBFX/BFI/BFXIL...); EXTR (ROR).
+//! - Data processing (register): AND/BIC/ORR/ORN/EOR/EON/ANDS/BICS (shifted, incl. ROR);
+//!   ADD/SUB/ADDS/SUBS (shifted and extended register); ADC/ADCS/SBC/SBCS; CCMN/CCMP (register
+//!   and immediate); CSEL/CSINC/CSINV/CSNEG; UDIV/SDIV, LSLV/LSRV/ASRV/RORV; RBIT, REV16, REV32,
+//!   REV, CLZ, CLS; MADD/MSUB, SMADDL/SMSUBL/UMADDL/UMSUBL, SMULH/UMULH.
+//! - Branches: B, BL, B.cond, CBZ/CBNZ, TBZ/TBNZ, BR, BLR, RET, ERET (to EL1t/EL1h).
+//! - Exception generation: SVC and BRK (taken to EL1), HVC ([`Exit::Hvc`]), SMC ([`Exit::Smc`]).
+//! - System: hints as NOPs except WFI/WFE ([`Exit::Wfx`]); CLREX/DSB/DMB/ISB as NOPs;
+//!   MSR SPSel/DAIFSet/DAIFClr; MRS/MSR of [`SysReg`], NZCV, DAIF, SPSel, CurrentEL (RO),
+//!   CNTVCT_EL0 (RO, = retired instructions); IC/DC maintenance and EL1 TLBI as NOPs; every
+//!   other MRS/MSR/SYS/SYSL traps as [`Exit::SysReg`].
+//! - Loads/stores (X/W registers only): LDR/STR/LDRB/STRB/LDRH/STRH/LDRSB/LDRSH/LDRSW/PRFM with
+//!   unsigned offset, unscaled (LDUR/STUR...), pre-index, post-index, register offset
+//!   (UXTW/LSL/SXTW/SXTX, optional scale) and literal; LDP/STP/LDPSW/LDNP/STNP (signed offset,
+//!   pre-index, post-index).
 
 mod branch;
 mod decode;
@@ -254,14 +273,14 @@ impl Aarch64Cpu {
         self.daif = v & 0xF;
     }
 
-    /// PSTATE in SPSR_EL1 format: NZCV [31:28], DAIF [9:6], M [3:0] (0b0101 EL1h / 0b0100 EL1t).
+    /// PSTATE in SPSR_EL1 format: NZCV \[31:28\], DAIF \[9:6\], M \[3:0\] (0b0101 EL1h / 0b0100 EL1t).
     pub fn pstate(&self) -> u64 {
         (u64::from(self.nzcv) << 28)
             | (u64::from(self.daif) << 6)
             | if self.spsel { M_EL1H } else { M_EL1T }
     }
 
-    /// Sets PSTATE from an SPSR_EL1-format value. Only NZCV, DAIF and M[0] (SPSel) are used; the
+    /// Sets PSTATE from an SPSR_EL1-format value. Only NZCV, DAIF and M\[0\] (SPSel) are used; the
     /// exception level stays EL1.
     pub fn set_pstate(&mut self, spsr: u64) {
         self.nzcv = ((spsr >> 28) & 0xF) as u8;
@@ -386,7 +405,7 @@ impl Aarch64Cpu {
         self.pc = vbar.wrapping_add(offset);
     }
 
-    /// Top-level A64 decode (C4.1 "A64 instruction set encoding", op0 = bits [28:25]).
+    /// Top-level A64 decode (C4.1 "A64 instruction set encoding", op0 = bits \[28:25\]).
     #[inline]
     fn execute<B: Bus>(&mut self, bus: &mut B, insn: u32) -> Flow {
         match (insn >> 25) & 0xF {
@@ -445,10 +464,5 @@ impl Aarch64Cpu {
     /// Sets PSTATE.SP.
     pub(crate) fn set_spsel(&mut self, v: bool) {
         self.spsel = v;
-    }
-
-    /// Raw access to the held-register array for the sysreg module.
-    pub(crate) fn sysreg_raw(&self, r: SysReg) -> u64 {
-        self.sysreg(r)
     }
 }

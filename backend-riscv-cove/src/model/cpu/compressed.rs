@@ -103,22 +103,46 @@ pub fn expand(c: u16) -> Option<u32> {
         (0, 0b010) => {
             // C.LW: uimm[5:3] = c[12:10], uimm[2] = c[6], uimm[6] = c[5].
             let imm = (bits(c, 12, 10) << 3) | (bit(c, 6) << 2) | (bit(c, 5) << 6);
-            Some(i_type(imm as i32, creg(c >> 7), 0b010, creg(c >> 2), OP_LOAD))
+            Some(i_type(
+                imm as i32,
+                creg(c >> 7),
+                0b010,
+                creg(c >> 2),
+                OP_LOAD,
+            ))
         }
         (0, 0b011) => {
             // C.LD (RV64): uimm[5:3] = c[12:10], uimm[7:6] = c[6:5].
             let imm = (bits(c, 12, 10) << 3) | (bits(c, 6, 5) << 6);
-            Some(i_type(imm as i32, creg(c >> 7), 0b011, creg(c >> 2), OP_LOAD))
+            Some(i_type(
+                imm as i32,
+                creg(c >> 7),
+                0b011,
+                creg(c >> 2),
+                OP_LOAD,
+            ))
         }
         (0, 0b110) => {
             // C.SW
             let imm = (bits(c, 12, 10) << 3) | (bit(c, 6) << 2) | (bit(c, 5) << 6);
-            Some(s_type(imm as i32, creg(c >> 2), creg(c >> 7), 0b010, OP_STORE))
+            Some(s_type(
+                imm as i32,
+                creg(c >> 2),
+                creg(c >> 7),
+                0b010,
+                OP_STORE,
+            ))
         }
         (0, 0b111) => {
             // C.SD (RV64)
             let imm = (bits(c, 12, 10) << 3) | (bits(c, 6, 5) << 6);
-            Some(s_type(imm as i32, creg(c >> 2), creg(c >> 7), 0b011, OP_STORE))
+            Some(s_type(
+                imm as i32,
+                creg(c >> 2),
+                creg(c >> 7),
+                0b011,
+                OP_STORE,
+            ))
         }
         // 001 C.FLD, 101 C.FSD (D not implemented), 100 reserved (Zcb not implemented).
         (0, _) => None,

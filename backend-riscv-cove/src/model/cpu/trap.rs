@@ -56,7 +56,15 @@ impl Cur {
 
     /// A trap on this instruction.
     pub fn trap(&self, scause: u64, stval: u64, htval: u64, htinst: u64) -> Trap {
-        Trap { scause, stval, htval, htinst, pc: self.pc, insn: self.raw, insn_len: self.len }
+        Trap {
+            scause,
+            stval,
+            htval,
+            htinst,
+            pc: self.pc,
+            insn: self.raw,
+            insn_len: self.len,
+        }
     }
 
     /// Illegal instruction: `stval` holds the instruction bits (Privileged spec, "Supervisor
