@@ -293,11 +293,10 @@ impl MeasurementLog {
             path: path.to_owned(),
             source,
         })?;
-        let mut log: MeasurementLog =
-            serde_json::from_str(&text).map_err(|e| LogError::Parse {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
+        let mut log: MeasurementLog = serde_json::from_str(&text).map_err(|e| LogError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         log.resolve_files(path.parent().unwrap_or(Path::new(".")))?;
         Ok(log)
     }

@@ -192,7 +192,9 @@ impl<O: VmOps> ManagedVm<O> {
         make: impl FnOnce(Arc<VmShared>) -> Result<O>,
     ) -> Result<Self> {
         if config.vcpus == 0 {
-            return Err(Error::InvalidArgument("a VM needs at least one vCPU".into()));
+            return Err(Error::InvalidArgument(
+                "a VM needs at least one vCPU".into(),
+            ));
         }
         let shared = Arc::new(VmShared {
             id: NEXT_VM_ID.fetch_add(1, Ordering::Relaxed),
@@ -384,11 +386,9 @@ impl<O: VmOps> Vm for ManagedVm<O> {
 
     fn set_feature(&self, name: &str, value: u64) -> Result<()> {
         self.shared.lifecycle.check(Op::SetFeature)?;
-        self.shared
-            .features
-            .write(name, value, |def, current, v| {
-                self.ops.check_feature(def, current, v)
-            })
+        self.shared.features.write(name, value, |def, current, v| {
+            self.ops.check_feature(def, current, v)
+        })
     }
 
     fn stats(&self) -> Stats {

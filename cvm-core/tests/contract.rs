@@ -1,17 +1,19 @@
 //! The contract's own tests: lifecycle misuse, resume mismatch, region validation, feature
 //! registers, statistics — all through the fake backend, so they say what every backend gets.
 
-mod fake_backend;
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::{features, FakeBackend};
 use cvm_core::{
     validate_resume, Backend, Confidentiality, Error, ExitKind, FeatureRegisters, LaunchState,
     Measure, MemoryKind, MemoryRegion, RegionError, Resume, ResumeKind, VcpuInit, Vm, VmConfig,
     VmExit,
 };
-use fake_backend::{features, FakeBackend};
 
 const RAM: u64 = 0x8000_0000;
 
@@ -19,7 +21,8 @@ fn built(backend: &FakeBackend) -> Box<dyn Vm> {
     let vm = backend
         .create_vm(&VmConfig::new(Confidentiality::ArmCca))
         .unwrap();
-    vm.add_memory(MemoryRegion::private(RAM, 0x20_0000)).unwrap();
+    vm.add_memory(MemoryRegion::private(RAM, 0x20_0000))
+        .unwrap();
     vm
 }
 
@@ -47,7 +50,16 @@ fn lifecycle_refuses_calls_in_the_wrong_state_and_changes_nothing() {
 
     // run before finalize
     let e = vcpu.run(Resume::Done).unwrap_err();
-    assert!(matches!(e, Error::InvalidState { op: "run", state: LaunchState::Building }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::InvalidState {
+                op: "run",
+                state: LaunchState::Building
+            }
+        ),
+        "{e}"
+    );
     assert!(vcpu.pending().is_none());
     // convert before finalize
     assert!(matches!(
@@ -63,14 +75,28 @@ fn lifecycle_refuses_calls_in_the_wrong_state_and_changes_nothing() {
     for (what, r) in [
         ("finalize", vm.finalize()),
         ("load", vm.load(RAM, &[1], Measure::Yes)),
-        ("add private", vm.add_memory(MemoryRegion::private(0x1000_0000, 0x1000))),
-        ("create_vcpu", vm.create_vcpu(VcpuInit::secondary()).map(|_| ())),
+        (
+            "add private",
+            vm.add_memory(MemoryRegion::private(0x1000_0000, 0x1000)),
+        ),
+        (
+            "create_vcpu",
+            vm.create_vcpu(VcpuInit::secondary()).map(|_| ()),
+        ),
     ] {
-        assert!(matches!(r, Err(Error::InvalidState { .. })), "{what}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::InvalidState { .. })),
+            "{what}: {r:?}"
+        );
     }
-    assert_eq!(backend.calls(), before, "refused calls must not reach the backend");
+    assert_eq!(
+        backend.calls(),
+        before,
+        "refused calls must not reach the backend"
+    );
     // Shared memory may still be added after finalize.
-    vm.add_memory(MemoryRegion::shared(0x1000_0000, 0x1000)).unwrap();
+    vm.add_memory(MemoryRegion::shared(0x1000_0000, 0x1000))
+        .unwrap();
 }
 
 #[test]
@@ -79,12 +105,18 @@ fn system_off_moves_the_vm_off_and_further_runs_are_refused() {
     let vm = built(&backend);
     let mut vcpu = vm.create_vcpu(VcpuInit::boot(RAM, &[])).unwrap();
     vm.finalize().unwrap();
-    assert_eq!(vcpu.run(Resume::Done).unwrap(), mmio_write(0x900_0000, 4, 7));
+    assert_eq!(
+        vcpu.run(Resume::Done).unwrap(),
+        mmio_write(0x900_0000, 4, 7)
+    );
     assert_eq!(vcpu.run(Resume::Done).unwrap(), VmExit::SystemOff);
     assert_eq!(vm.state(), LaunchState::Off);
     assert!(matches!(
         vcpu.run(Resume::Done),
-        Err(Error::InvalidState { op: "run", state: LaunchState::Off })
+        Err(Error::InvalidState {
+            op: "run",
+            state: LaunchState::Off
+        })
     ));
     assert!(matches!(
         vm.add_memory(MemoryRegion::shared(0x1000_0000, 0x1000)),
@@ -132,7 +164,10 @@ fn resume_must_answer_the_pending_exit() {
             size: 0x1000,
             to_private: false,
         },
-        VmExit::HostCall { nr: 3, args: [0; 6] },
+        VmExit::HostCall {
+            nr: 3,
+            args: [0; 6],
+        },
     ]);
     let vm = built(&backend);
     let mut vcpu = vm.create_vcpu(VcpuInit::boot(RAM, &[])).unwrap();
@@ -141,24 +176,42 @@ fn resume_must_answer_the_pending_exit() {
     // First entry only accepts Done.
     assert!(matches!(
         vcpu.run(Resume::MmioRead(1)),
-        Err(Error::ResumeMismatch { pending: None, resume: ResumeKind::MmioRead })
+        Err(Error::ResumeMismatch {
+            pending: None,
+            resume: ResumeKind::MmioRead
+        })
     ));
     assert_eq!(vcpu.run(Resume::Done).unwrap(), mmio_read(0xa00_0000, 2));
     // An MMIO read left unanswered is a mismatch and nothing runs.
     let e = vcpu.run(Resume::Done).unwrap_err();
     assert!(matches!(
         e,
-        Error::ResumeMismatch { pending: Some(ExitKind::MmioRead), resume: ResumeKind::Done }
+        Error::ResumeMismatch {
+            pending: Some(ExitKind::MmioRead),
+            resume: ResumeKind::Done
+        }
     ));
     assert!(vcpu.run(Resume::Conversion(true)).is_err());
     assert_eq!(vcpu.pending(), Some(&mmio_read(0xa00_0000, 2)));
-    assert_eq!(vcpu.run(Resume::MmioRead(0x8001)).unwrap(), mmio_write(0xa00_0000, 1, 0xff));
+    assert_eq!(
+        vcpu.run(Resume::MmioRead(0x8001)).unwrap(),
+        mmio_write(0xa00_0000, 1, 0xff)
+    );
     assert!(vcpu.run(Resume::MmioRead(0)).is_err());
     vcpu.run(Resume::Done).unwrap();
-    assert!(vcpu.run(Resume::Done).is_err(), "conversion needs Conversion");
+    assert!(
+        vcpu.run(Resume::Done).is_err(),
+        "conversion needs Conversion"
+    );
     vcpu.run(Resume::Conversion(false)).unwrap();
-    assert!(vcpu.run(Resume::SysReg(0)).is_err(), "host call needs HostCall");
-    assert_eq!(vcpu.run(Resume::HostCall([0, 0])).unwrap(), VmExit::SystemOff);
+    assert!(
+        vcpu.run(Resume::SysReg(0)).is_err(),
+        "host call needs HostCall"
+    );
+    assert_eq!(
+        vcpu.run(Resume::HostCall([0, 0])).unwrap(),
+        VmExit::SystemOff
+    );
 
     let resumes = backend.journal.lock().unwrap().resumes.clone();
     assert_eq!(
@@ -211,7 +264,11 @@ fn validate_resume_table() {
         (Some(&VmExit::Halt), Resume::HostCall([0; 2]), false),
     ];
     for (pending, resume, ok) in cases {
-        assert_eq!(validate_resume(*pending, resume).is_ok(), *ok, "{pending:?} {resume:?}");
+        assert_eq!(
+            validate_resume(*pending, resume).is_ok(),
+            *ok,
+            "{pending:?} {resume:?}"
+        );
     }
 }
 
@@ -224,9 +281,15 @@ fn region_validation() {
         (MemoryRegion::private(0x1001, 0x1000), "misaligned gpa"),
         (MemoryRegion::private(0x1000, 0x800), "misaligned size"),
         (MemoryRegion::private(0x1000, 0), "empty"),
-        (MemoryRegion::private(u64::MAX & !0xfff, 0x2000), "overflow"),
-        (MemoryRegion::private(1 << 39, 0x1000), "beyond address width"),
-        (MemoryRegion::private(RAM + 0x1000, 0x1000), "overlap inside"),
+        (MemoryRegion::private(!0xfff, 0x2000), "overflow"),
+        (
+            MemoryRegion::private(1 << 39, 0x1000),
+            "beyond address width",
+        ),
+        (
+            MemoryRegion::private(RAM + 0x1000, 0x1000),
+            "overlap inside",
+        ),
         (MemoryRegion::shared(RAM - 0x1000, 0x2000), "overlap start"),
     ];
     let expected = |r: &Error| -> &'static str {
@@ -255,21 +318,27 @@ fn region_validation() {
     assert_eq!(backend.calls().len(), calls, "nothing reached the backend");
     assert_eq!(vm.regions().len(), 1);
     // Adjacent regions are fine; removal of an unknown start is typed.
-    vm.add_memory(MemoryRegion::shared(RAM + 0x20_0000, 0x1000)).unwrap();
+    vm.add_memory(MemoryRegion::shared(RAM + 0x20_0000, 0x1000))
+        .unwrap();
     assert!(matches!(
         vm.remove_memory(RAM + 0x1000),
         Err(Error::Region(RegionError::NotFound { .. }))
     ));
-    assert_eq!(vm.remove_memory(RAM + 0x20_0000).unwrap().kind, MemoryKind::Shared);
+    assert_eq!(
+        vm.remove_memory(RAM + 0x20_0000).unwrap().kind,
+        MemoryKind::Shared
+    );
     // The last byte of the address space is usable.
-    vm.add_memory(MemoryRegion::shared((1 << 39) - 0x1000, 0x1000)).unwrap();
+    vm.add_memory(MemoryRegion::shared((1 << 39) - 0x1000, 0x1000))
+        .unwrap();
 }
 
 #[test]
 fn loads_must_land_in_the_right_memory() {
     let backend = FakeBackend::new(vec![]);
     let vm = built(&backend);
-    vm.add_memory(MemoryRegion::shared(0x1000_0000, 0x1000)).unwrap();
+    vm.add_memory(MemoryRegion::shared(0x1000_0000, 0x1000))
+        .unwrap();
     assert!(matches!(
         vm.load(0x4000_0000, &[1], Measure::No),
         Err(Error::NotMapped { .. })
@@ -278,12 +347,21 @@ fn loads_must_land_in_the_right_memory() {
         vm.load(RAM + 0x1f_ffff, &[1, 2], Measure::No),
         Err(Error::NotMapped { .. })
     ));
+    assert!(
+        matches!(
+            vm.load(0x1000_0000, &[1], Measure::Yes),
+            Err(Error::NotMapped { .. })
+        ),
+        "measured loads on a confidential VM go to private memory"
+    );
     assert!(matches!(
-        vm.load(0x1000_0000, &[1], Measure::Yes),
-        Err(Error::NotMapped { .. })
-    ), "measured loads on a confidential VM go to private memory");
-    assert!(matches!(vm.load(RAM + 8, &[1], Measure::Yes), Err(Error::InvalidArgument(_))));
-    assert!(matches!(vm.load(RAM, &[], Measure::Yes), Err(Error::InvalidArgument(_))));
+        vm.load(RAM + 8, &[1], Measure::Yes),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        vm.load(RAM, &[], Measure::Yes),
+        Err(Error::InvalidArgument(_))
+    ));
     vm.load(RAM, &[1; 5000], Measure::Yes).unwrap();
     assert_eq!(vm.measurement_log().events.len(), 1);
 }
@@ -297,7 +375,10 @@ fn feature_registers_freeze_at_the_first_run() {
         vm.set_feature("zkr", 0),
         Err(Error::FeatureRejected { .. })
     ));
-    assert!(matches!(vm.set_feature("nope", 0), Err(Error::UnknownFeature(_))));
+    assert!(matches!(
+        vm.set_feature("nope", 0),
+        Err(Error::UnknownFeature(_))
+    ));
     vm.set_feature("ID_AA64PFR0_EL1", 0x1001).unwrap();
     vm.set_feature("ID_AA64PFR0_EL1", 0x0001).unwrap();
     let mut vcpu = vm.create_vcpu(VcpuInit::boot(RAM, &[])).unwrap();
@@ -307,9 +388,17 @@ fn feature_registers_freeze_at_the_first_run() {
     vm.set_feature("ID_AA64PFR0_EL1", 0x1001).unwrap(); // identical write: fine
     assert!(matches!(
         vm.set_feature("ID_AA64PFR0_EL1", 0x0001),
-        Err(Error::Busy { current: 0x1001, requested: 0x0001, .. })
+        Err(Error::Busy {
+            current: 0x1001,
+            requested: 0x0001,
+            ..
+        })
     ));
-    let v = vm.features().into_iter().find(|f| f.name == "ID_AA64PFR0_EL1").unwrap();
+    let v = vm
+        .features()
+        .into_iter()
+        .find(|f| f.name == "ID_AA64PFR0_EL1")
+        .unwrap();
     assert_eq!(v.value, 0x1001);
 }
 
@@ -354,7 +443,8 @@ fn feature_reads_are_lock_free_and_writes_serialised() {
         regs.write("ID_AA64PFR0_EL1", other, |_, _, _| Ok(())),
         Err(Error::Busy { .. })
     ));
-    regs.write("ID_AA64PFR0_EL1", fixed, |_, _, _| unreachable!()).unwrap();
+    regs.write("ID_AA64PFR0_EL1", fixed, |_, _, _| unreachable!())
+        .unwrap();
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         assert!(r.join().unwrap() > 0);
@@ -407,10 +497,10 @@ fn exits_and_logs_round_trip_through_serde() {
         serde_json::from_str(&serde_json::to_string(&log).unwrap()).unwrap();
     assert_eq!(again, log);
     // Unknown fields and algorithms are refused.
-    assert!(serde_json::from_str::<cvm_core::MeasurementLog>(
-        r#"{"algorithm":"md5","events":[]}"#
-    )
-    .is_err());
+    assert!(
+        serde_json::from_str::<cvm_core::MeasurementLog>(r#"{"algorithm":"md5","events":[]}"#)
+            .is_err()
+    );
     assert!(serde_json::from_str::<cvm_core::MeasurementLog>(
         r#"{"algorithm":"sha256","events":[{"teleport":{}}]}"#
     )

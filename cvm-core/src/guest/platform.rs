@@ -159,3 +159,35 @@ pub trait GuestPlatform {
     /// Steps that power the system off (must not return).
     fn system_off(&self) -> Vec<PlatformStep>;
 }
+
+impl Layout {
+    /// Base of the RAM region of [`Layout::standard`].
+    pub const STANDARD_RAM_BASE: u64 = 0x8000_0000;
+    /// Size of the RAM region of [`Layout::standard`] (4 MiB).
+    pub const STANDARD_RAM_SIZE: u64 = 4 << 20;
+
+    /// The layout every portable test uses unless it says otherwise:
+    ///
+    /// | what | guest-physical |
+    /// |---|---|
+    /// | RAM | `0x8000_0000`, 4 MiB ([`Layout::standard_ram`]) |
+    /// | code (entry) | `0x8000_0000` (RAM base) |
+    /// | data page | `0x8010_0000` (RAM base + 1 MiB) |
+    /// | doorbell page | `0x0900_0000` |
+    /// | test device | `0x0a00_0000`, 4 KiB |
+    ///
+    /// On x86-64 everything lies below 4 GiB, so an identity map of `[0, 4 GiB)` covers it.
+    pub fn standard() -> Self {
+        Self {
+            code: Self::STANDARD_RAM_BASE,
+            data: Self::STANDARD_RAM_BASE + 0x10_0000,
+            doorbell: 0x0900_0000,
+            devices: vec![(0x0a00_0000, 0x1000)],
+        }
+    }
+
+    /// The RAM region of [`Layout::standard`] (`launch` picks private or shared).
+    pub fn standard_ram() -> crate::memory::MemoryRegion {
+        crate::memory::MemoryRegion::private(Self::STANDARD_RAM_BASE, Self::STANDARD_RAM_SIZE)
+    }
+}

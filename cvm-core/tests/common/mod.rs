@@ -1,3 +1,10 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    dead_code
+)]
 //! A test-only backend with no hardware behind it: it scripts the exits its vCPU returns and
 //! records what the contract let through, so the shared lifecycle, resume validation, region
 //! validation and feature freeze can be tested without KVM or a firmware model.
@@ -10,7 +17,7 @@ use cvm_core::vm_memory::GuestMemoryMmap;
 use cvm_core::{
     Arch, Backend, BackendInfo, Confidentiality, FeatureDef, HashAlgorithm, Implementation,
     ManagedVm, Measure, Measurement, MeasurementEvent, MeasurementLog, MemoryKind, MemoryRegion,
-    Resume, Result, VcpuInit, VcpuOps, Vm, VmConfig, VmExit, VmOps, VmShared,
+    Result, Resume, VcpuInit, VcpuOps, Vm, VmConfig, VmExit, VmOps, VmShared,
 };
 
 /// What the fake recorded, shared with the test.
@@ -140,10 +147,14 @@ impl VmOps for FakeVm {
     fn load(&self, _: &MemoryRegion, gpa: u64, bytes: &[u8], measure: Measure) -> Result<()> {
         self.note(format!("load {gpa:#x} {measure:?}"));
         if measure == Measure::Yes {
-            self.log.lock().unwrap().events.push(MeasurementEvent::Load {
-                gpa,
-                content: cvm_core::Content::bytes(bytes),
-            });
+            self.log
+                .lock()
+                .unwrap()
+                .events
+                .push(MeasurementEvent::Load {
+                    gpa,
+                    content: cvm_core::Content::bytes(bytes),
+                });
         }
         Ok(())
     }
