@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::VecDeque;
 
+use common::FakeBackend;
 use cvm_core::guest::doorbell::{self, Command, ENTROPY_EXHAUSTED};
 use cvm_core::guest::{
     launch, lower, Conduit, EntropySource, GuestPlatform, LaunchError, Layout, LowerError,
@@ -16,7 +17,6 @@ use cvm_core::guest::{
 use cvm_core::{
     Arch, Error, ExitDetail, ExitKind, MemoryKind, Result, Resume, Stats, Vcpu, VmConfig, VmExit,
 };
-use common::FakeBackend;
 
 const BELL: u64 = 0x0900_0000;
 const DEV: u64 = 0x0a00_0000;
