@@ -106,6 +106,8 @@ pub enum PlatformOp {
     HostCall = 5,
     /// `Op::SystemOff` (only seen if powering off returns and fails an `Expect`).
     SystemOff = 6,
+    /// `Op::StartVcpu`.
+    StartVcpu = 7,
 }
 
 impl PlatformOp {
@@ -118,6 +120,7 @@ impl PlatformOp {
             4 => PlatformOp::ReadEntropy,
             5 => PlatformOp::HostCall,
             6 => PlatformOp::SystemOff,
+            7 => PlatformOp::StartVcpu,
             _ => return None,
         })
     }

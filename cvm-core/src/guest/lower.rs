@@ -303,7 +303,7 @@ fn validate_ops(ops: &[Op], slots: u8, depth: usize) -> Result<(), LowerError> {
                 }
                 check_slot(*slot, slots)?;
             }
-            Op::ReadMeasurement { .. } | Op::SystemOff => {}
+            Op::ReadMeasurement { .. } | Op::SystemOff | Op::StartVcpu { .. } => {}
         }
     }
     Ok(())
@@ -412,6 +412,10 @@ impl Lowering<'_> {
             Op::HostCall { nr, args, slot } => {
                 let steps = p.host_call(*nr, args)?;
                 self.steps(&steps, PlatformOp::HostCall, position, Some(*slot))?;
+            }
+            Op::StartVcpu { vcpu, entry, arg } => {
+                let steps = p.start_vcpu(*vcpu, *entry, *arg)?;
+                self.steps(&steps, PlatformOp::StartVcpu, position, None)?;
             }
             Op::SystemOff => {
                 self.report(doorbell::encode(Command::Done, 0, 0, 0), None, None);

@@ -158,6 +158,21 @@ pub trait GuestPlatform {
     fn host_call(&self, nr: u64, args: &[u64]) -> Result<Vec<PlatformStep>, NotSupported>;
     /// Steps that power the system off (must not return).
     fn system_off(&self) -> Vec<PlatformStep>;
+    /// Steps that start secondary vCPU `vcpu` at `entry` with `arg` (PSCI CPU_ON, SBI HSM
+    /// HART_START). An empty list means the host starts secondaries itself (plain KVM).
+    fn start_vcpu(
+        &self,
+        vcpu: u32,
+        entry: u64,
+        arg: u64,
+    ) -> Result<Vec<PlatformStep>, NotSupported> {
+        let _ = (vcpu, entry, arg);
+        Err(NotSupported {
+            op: "start_vcpu",
+            platform: self.name(),
+            reason: "the platform does not describe how a guest starts a secondary vCPU",
+        })
+    }
 }
 
 impl Layout {

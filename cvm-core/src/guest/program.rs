@@ -104,6 +104,17 @@ pub enum Op {
         /// Destination of the first return value.
         slot: Slot,
     },
+    /// Start secondary vCPU `vcpu` at `entry` with `arg` in its first argument register
+    /// (PSCI CPU_ON on CCA, SBI HSM HART_START on CoVE; nothing on platforms where the host
+    /// starts secondaries itself).
+    StartVcpu {
+        /// The vCPU index (its MPIDR / hart id).
+        vcpu: u32,
+        /// Entry address.
+        entry: u64,
+        /// First argument.
+        arg: u64,
+    },
     /// Power the system off (the program ends).
     SystemOff,
 }
@@ -227,6 +238,11 @@ impl Program {
             slot,
         });
         slot
+    }
+
+    /// Start secondary vCPU `vcpu` at `entry` with `arg`.
+    pub fn start_vcpu(&mut self, vcpu: u32, entry: u64, arg: u64) -> &mut Self {
+        self.push(Op::StartVcpu { vcpu, entry, arg })
     }
 
     /// Power off.

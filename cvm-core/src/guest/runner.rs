@@ -311,6 +311,17 @@ impl Runner {
 
     /// Runs `vcpu` (which has not run yet) until the guest powers off, resets or faults.
     pub fn run(&mut self, vcpu: &mut dyn Vcpu) -> Result<RunOutcome, RunError> {
+        self.run_observed(vcpu, &mut |_, _, _| {})
+    }
+
+    /// Like [`Runner::run`], calling `observe(exit, resume, vcpu)` for every exit after the
+    /// runner chose its answer and before the vCPU is entered again (for tracing, statistics
+    /// snapshots and comparisons; it cannot change the answer).
+    pub fn run_observed(
+        &mut self,
+        vcpu: &mut dyn Vcpu,
+        observe: &mut dyn FnMut(&VmExit, &Resume, &dyn Vcpu),
+    ) -> Result<RunOutcome, RunError> {
         if let Some(gpa) = self.misconfigured {
             return Err(RunError::NoDevice(gpa));
         }
@@ -323,6 +334,7 @@ impl Runner {
         let mut taken = 0u64;
         loop {
             let exit = vcpu.run(resume)?;
+            let observed = exit.clone();
             let kind = exit.kind();
             *exits.entry(kind).or_default() += 1;
             taken += 1;
@@ -390,6 +402,7 @@ impl Runner {
                 VmExit::SysReg { reg, .. } => Resume::SysReg(self.sysreg_answer(reg)),
                 VmExit::Halt | VmExit::Interrupted => Resume::Done,
                 end @ (VmExit::SystemOff | VmExit::Reset | VmExit::Fault { .. }) => {
+                    observe(&observed, &Resume::Done, &*vcpu);
                     return Ok(RunOutcome {
                         reports: bell.reports,
                         exits,
@@ -403,6 +416,7 @@ impl Runner {
                 }
                 pio @ VmExit::Pio { .. } => return Err(RunError::UnexpectedExit(pio)),
             };
+            observe(&observed, &resume, &*vcpu);
         }
     }
 }
