@@ -124,7 +124,23 @@ pub enum Op {
 pub struct Program {
     /// The ops, in order. A `SystemOff` is appended by lowering if missing.
     pub ops: Vec<Op>,
+    #[serde(skip)]
     next_slot: u8,
+}
+
+fn max_slot(ops: &[Op]) -> Option<u8> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::MmioRead { slot, .. }
+            | Op::MemRead { slot, .. }
+            | Op::Expect { slot, .. }
+            | Op::Report { slot }
+            | Op::ReadEntropy { slot }
+            | Op::HostCall { slot, .. } => Some(slot.0),
+            Op::Repeat { body, .. } => max_slot(body),
+            _ => None,
+        })
+        .max()
 }
 
 impl Program {
@@ -142,9 +158,15 @@ impl Program {
         s
     }
 
-    /// Number of slots used.
+    /// A program made of `ops` (e.g. read from JSON); its slots are those the ops name.
+    pub fn from_ops(ops: Vec<Op>) -> Self {
+        Self { ops, next_slot: 0 }
+    }
+
+    /// Number of slots used: those allocated by the builder or named by an op.
     pub fn slots(&self) -> u8 {
-        self.next_slot
+        let named = max_slot(&self.ops).map_or(0, |m| m.saturating_add(1));
+        self.next_slot.max(named)
     }
 
     /// Appends a raw op (slots in it must come from this program's builder methods or be
