@@ -13,6 +13,7 @@
 //! # Ok::<(), cvm::Error>(())
 //! ```
 
+pub mod compare;
 pub mod info;
 
 pub use cvm_core::*;
@@ -73,8 +74,8 @@ fn backend_or_unavailable(name: &str) -> Option<Box<dyn Backend>> {
             Ok(b) => Box::new(b),
             Err(_) => Box::new(UnavailableBackend::new(kvm::KvmBackend::probe())),
         },
-        "arm-cca" => Box::new(cca::CcaBackend::new()),
-        "riscv-cove" => Box::new(cove::CoveBackend::new()),
+        "arm-cca" => Box::new(cca::CcaBackend::model()),
+        "riscv-cove" => Box::new(cove::CoveBackend::model()),
         _ => return None,
     })
 }

@@ -31,6 +31,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run one portable guest program on every backend and compare them side by side.
+    Compare {
+        /// A program as JSON (see `cvm::compare::program_from_json`); the built-in one if absent.
+        program: Option<PathBuf>,
+        /// Print JSON (one object per backend).
+        #[arg(long)]
+        json: bool,
+        /// Also write a sequence diagram of one MMIO read round trip per backend (SVG).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Only these backends (comma-separated: kvm, arm-cca, riscv-cove).
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<String>,
+    },
 }
 
 fn run(cli: Cli) -> Result<String, String> {
@@ -52,6 +66,52 @@ fn run(cli: Cli) -> Result<String, String> {
                 "unknown measurement target {other:?}: expected `cca` or `cove`"
             )),
         },
+        Command::Compare {
+            program,
+            json,
+            svg,
+            backends,
+        } => compare(program, json, svg, &backends),
+    }
+}
+
+fn compare(
+    program: Option<PathBuf>,
+    json: bool,
+    svg: Option<PathBuf>,
+    only: &[String],
+) -> Result<String, String> {
+    use cvm::compare;
+    use cvm::guest::Layout;
+    let program = match program {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            compare::program_from_json(&text)?
+        }
+        None => compare::default_program(&Layout::standard()),
+    };
+    let mut backends = cvm::backends();
+    if !only.is_empty() {
+        for name in only {
+            if !cvm::BACKEND_NAMES.contains(&name.as_str()) {
+                return Err(format!(
+                    "unknown backend {name:?}; known: {}",
+                    cvm::BACKEND_NAMES.join(", ")
+                ));
+            }
+        }
+        backends.retain(|b| only.contains(&b.info().name));
+    }
+    let reports = compare::compare_all(&backends, &program);
+    if let Some(path) = svg {
+        std::fs::write(&path, compare::render_svg(&reports))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if json {
+        serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())
+    } else {
+        Ok(compare::render_table(&reports))
     }
 }
 

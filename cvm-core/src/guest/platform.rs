@@ -152,6 +152,11 @@ pub trait GuestPlatform {
         index: u8,
         layout: &Layout,
     ) -> Result<(Vec<PlatformStep>, usize), NotSupported>;
+    /// The `read_measurement` index of the register that holds the launch (image) measurement:
+    /// CCA 0 (the RIM); CoVE 2 (TCG PCR2, the TVM pages). Default 0.
+    fn launch_measurement_index(&self) -> u8 {
+        0
+    }
     /// Steps that leave entropy in result word 0.
     fn read_entropy(&self) -> Result<Vec<PlatformStep>, NotSupported>;
     /// Steps for a host call with up to 6 args; the first return value in result word 0.
