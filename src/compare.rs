@@ -240,77 +240,77 @@ fn run_one(
     let mut pending_conversion: Option<(Stats, u64)> = None;
     let mut host_saw_shared = None;
     let vm_ref: &dyn Vm = vm.as_ref();
-    let outcome = runner
-        .run_observed(
-            vcpu.as_mut(),
-            &mut |exit: &VmExit, resume: &Resume, v: &dyn Vcpu| {
-                if let Some((before, pages)) = pending_conversion.take() {
-                    let after = vm_ref.stats();
-                    conversion_calls += total(&diff(&after.firmware_calls, &before.firmware_calls));
-                    converted_pages += pages;
+    let outcome = runner.run_observed(
+        vcpu.as_mut(),
+        &mut |exit: &VmExit, resume: &Resume, v: &dyn Vcpu| {
+            if let Some((before, pages)) = pending_conversion.take() {
+                let after = vm_ref.stats();
+                conversion_calls += total(&diff(&after.firmware_calls, &before.firmware_calls));
+                converted_pages += pages;
+            }
+            match exit {
+                VmExit::Mmio {
+                    gpa,
+                    size,
+                    write: None,
+                } if *gpa == read_gpa && mmio_read.is_none() => {
+                    let answer = match resume {
+                        Resume::MmioRead(a) => *a,
+                        _ => 0,
+                    };
+                    mmio_read = Some(MmioTrace {
+                        gpa: *gpa,
+                        size: *size,
+                        answer,
+                        guest_value: None,
+                        detail: v.exit_detail(),
+                    });
                 }
-                match exit {
-                    VmExit::Mmio {
-                        gpa,
-                        size,
-                        write: None,
-                    } if *gpa == read_gpa && mmio_read.is_none() => {
-                        let answer = match resume {
-                            Resume::MmioRead(a) => *a,
-                            _ => 0,
-                        };
-                        mmio_read = Some(MmioTrace {
-                            gpa: *gpa,
-                            size: *size,
-                            answer,
-                            guest_value: None,
-                            detail: v.exit_detail(),
-                        });
-                    }
-                    VmExit::ConvertMemory {
-                        gpa,
-                        size,
-                        to_private,
-                    } => {
-                        if *to_private && *gpa <= page && page < gpa + size {
-                            let mut buf = [0u8; 8];
-                            if vm_ref
-                                .shared_memory()
-                                .read_slice(&mut buf, GuestAddress(page))
-                                .is_ok()
-                            {
-                                host_saw_shared = Some(u64::from_le_bytes(buf));
-                            }
+                VmExit::ConvertMemory {
+                    gpa,
+                    size,
+                    to_private,
+                } => {
+                    if *to_private && *gpa <= page && page < gpa + size {
+                        let mut buf = [0u8; 8];
+                        if vm_ref
+                            .shared_memory()
+                            .read_slice(&mut buf, GuestAddress(page))
+                            .is_ok()
+                        {
+                            host_saw_shared = Some(u64::from_le_bytes(buf));
                         }
-                        pending_conversion = Some((vm_ref.stats(), size / 4096));
                     }
-                    _ => {}
+                    pending_conversion = Some((vm_ref.stats(), size / 4096));
                 }
-            },
-        )
-        .map_err(|e| e.to_string())?;
+                _ => {}
+            }
+        },
+    );
 
     let end_stats = vm.stats();
-    let mut failures: Vec<String> = outcome
-        .failures()
-        .iter()
-        .map(|r| format!("{r:?}"))
-        .collect();
-    if !outcome.powered_off {
-        failures.push(format!("the guest ended with {:?}", outcome.end));
+    let mut failures = Vec::new();
+    let (mut entropy, mut guest_measurement) = (None, None);
+    match &outcome {
+        Err(e) => failures.push(format!("run stopped: {e}")),
+        Ok(outcome) => {
+            failures.extend(outcome.failures().iter().map(|r| format!("{r:?}")));
+            if !outcome.powered_off {
+                failures.push(format!("the guest ended with {:?}", outcome.end));
+            }
+            if let Some(t) = mmio_read.as_mut() {
+                t.guest_value = outcome.values().first().map(|(_, v)| *v);
+            }
+            entropy = program.ops.iter().find_map(|o| match o {
+                Op::ReadEntropy { slot } => outcome.value(*slot),
+                _ => None,
+            });
+            guest_measurement = program.ops.iter().find_map(|o| match o {
+                Op::ReadMeasurement { index } => outcome.measurement(*index).map(hex::encode),
+                _ => None,
+            });
+        }
     }
-    let values = outcome.values();
-    if let Some(t) = mmio_read.as_mut() {
-        t.guest_value = values.first().map(|(_, v)| *v);
-    }
-    let entropy = program.ops.iter().find_map(|o| match o {
-        Op::ReadEntropy { slot } => outcome.value(*slot),
-        _ => None,
-    });
-    let guest_measurement = program.ops.iter().find_map(|o| match o {
-        Op::ReadMeasurement { index } => outcome.measurement(*index).map(hex::encode),
-        _ => None,
-    });
     let measurement = vm.measurement().ok();
     let _ = vm.destroy();
 
@@ -399,10 +399,8 @@ pub fn render_table(reports: &[BackendReport]) -> String {
         reports
             .iter()
             .map(|r| match &r.skipped {
-                Some(reason) if r.launch_calls.is_empty() => {
-                    vec![format!("skipped: {}", truncate(reason, 24))]
-                }
-                _ => f(r),
+                Some(_) => vec!["-".into()],
+                None => f(r),
             })
             .collect()
     };
@@ -410,11 +408,9 @@ pub fn render_table(reports: &[BackendReport]) -> String {
         out,
         "cvm compare: one guest program on every backend (models run in-process; see `cvm info`)"
     );
-    columns(
-        &mut out,
-        "backend",
-        &names,
-        &cell(&|r| {
+    let header: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| {
             vec![
                 format!("{:?} / {:?}", r.info.arch, r.info.implementation).to_lowercase(),
                 match r.info.confidentiality {
@@ -422,10 +418,14 @@ pub fn render_table(reports: &[BackendReport]) -> String {
                     Confidentiality::ArmCca => "arm cca realm".into(),
                     Confidentiality::RiscvCove => "risc-v cove tvm".into(),
                 },
-                format!("launch {:.2} ms", r.launch_ms),
+                match r.skipped {
+                    Some(_) => "skipped (reason below)".into(),
+                    None => format!("launch {:.2} ms", r.launch_ms),
+                },
             ]
-        }),
-    );
+        })
+        .collect();
+    columns(&mut out, "backend", &names, &header);
     columns(
         &mut out,
         "launch: firmware calls / ioctls (create → finalize)",
