@@ -1,7 +1,7 @@
 //! # backend-kvm-plain: cvm on real `/dev/kvm`, with guest_memfd-backed memory
 //!
 //! The plain (non-confidential) cvm backend. It runs guests on this host's KVM through
-//! kvm-ioctls, with the same [`Backend`] → [`Vm`](cvm_core::Vm) → [`Vcpu`](cvm_core::Vcpu)
+//! kvm-ioctls, with the same [`Backend`] → [`Vm`] → [`Vcpu`](cvm_core::Vcpu)
 //! contract, launch lifecycle, exits and measurement log as the Arm CCA and RISC-V CoVE
 //! backends, so that one test body or VMM runs on all three.
 //!
@@ -24,7 +24,7 @@
 //!   INIT_SHARED), `KVM_CAP_MEMORY_ATTRIBUTES` (PRIVATE), `KVM_CAP_VM_TYPES`,
 //!   `KVM_CAP_EXIT_HYPERCALL`, each reported present or not with its value. Asking for a
 //!   confidential VM fails closed ([`Error::Unsupported`]).
-//! * **Memory** ([`memory`](crate::memory) docs): one guest_memfd per region, mapped
+//! * **Memory** ([`memory`] docs): one guest_memfd per region, mapped
 //!   (`GUEST_MEMFD_FLAG_MMAP | INIT_SHARED`) and registered with `KVM_SET_USER_MEMORY_REGION2`;
 //!   a memfd + `KVM_SET_USER_MEMORY_REGION` otherwise and for read-only regions. Private
 //!   regions need `KVM_MEMORY_ATTRIBUTE_PRIVATE`; where KVM lacks it (e.g. the default x86 VM
@@ -39,7 +39,7 @@
 //!
 //! ## Exit mapping
 //!
-//! | KVM exit | [`VmExit`] | answer ([`Resume`]) and where it goes |
+//! | KVM exit | [`VmExit`](cvm_core::VmExit) | answer ([`Resume`](cvm_core::Resume)) and where it goes |
 //! |---|---|---|
 //! | `KVM_EXIT_MMIO`, `is_write = 1` (any width, also a guest store to a read-only region) | `Mmio { gpa, size: len, write: Some(data masked to len) }` | `Done`; `InjectAbort`: see below |
 //! | `KVM_EXIT_MMIO`, `is_write = 0` | `Mmio { gpa, size: len, write: None }` | `MmioRead(v)`: low `len` bytes of `v` → `mmio.data` (KVM sign- or zero-extends per the instruction on the next `KVM_RUN`) |
@@ -47,7 +47,7 @@
 //! | `KVM_EXIT_IO` in, `count = 1` | `Pio { port, size, write: None }` | `PioRead(v)`: low `size` bytes → `kvm_run + io.data_offset` |
 //! | `KVM_EXIT_IO` with `count > 1` (string I/O) | `Fault { syndrome: port, .. }` | `Done` |
 //! | `KVM_EXIT_HLT` (x86), rbx ≠ a signature | `Halt` | `Done` (execution continues after `HLT`) |
-//! | `KVM_EXIT_HLT` (x86), rbx = `HOST_CALL_SIGNATURE` | `HostCall { nr: rax, args: [rdi, rsi, rdx, rcx, r8, r9] }` | `HostCall([a, b])`: rax = a, rdx = b, rbx = 0 (`KVM_SET_REGS`) |
+//! | `KVM_EXIT_HLT` (x86), rbx = `HOST_CALL_SIGNATURE` | `HostCall { nr: rax, args: [rdi, rsi, rdx, rcx, block+0, block+8] }` (block = `X86_HOST_CALL_BLOCK`, 0xFFC0_0000) | `HostCall([a, b])`: rax = a, rdx = b, rbx = 0 (`KVM_SET_REGS`) |
 //! | `KVM_EXIT_HLT` (x86), rbx = `SYSTEM_OFF_SIGNATURE` | `SystemOff` (VM → `Off`) | — |
 //! | `KVM_EXIT_HYPERCALL`, nr = 12 `KVM_HC_MAP_GPA_RANGE` (x86; forwarded because `KVM_CAP_EXIT_HYPERCALL` is enabled for it when the host offers it) | `ConvertMemory { gpa: args[0], size: args[1] × 4 KiB, to_private: args[2] & KVM_MAP_GPA_RANGE_ENCRYPTED }` | `Conversion(true)`: attributes changed (shared→private refused with `KindUnsupported` where KVM lacks PRIVATE; private→shared is a no-op there), `hypercall.ret = 0`; `Conversion(false)`: `hypercall.ret = -KVM_EPERM` |
 //! | `KVM_EXIT_HYPERCALL`, other nr | `HostCall { nr, args }` | `HostCall([a, _])`: `hypercall.ret = a` |
@@ -93,8 +93,8 @@ pub mod arch;
 pub mod arch;
 
 use cvm_core::{
-    Backend, BackendInfo, Confidentiality, EntropyPolicy, Error, HashAlgorithm, ManagedVm,
-    Result, Vm, VmConfig,
+    Backend, BackendInfo, Confidentiality, EntropyPolicy, Error, HashAlgorithm, ManagedVm, Result,
+    Vm, VmConfig,
 };
 use kvm_ioctls::Kvm;
 
@@ -109,7 +109,9 @@ pub struct KvmBackend {
 
 impl std::fmt::Debug for KvmBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KvmBackend").field("caps", &self.caps).finish()
+        f.debug_struct("KvmBackend")
+            .field("caps", &self.caps)
+            .finish()
     }
 }
 
