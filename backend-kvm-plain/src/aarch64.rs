@@ -69,6 +69,9 @@ pub(crate) fn check_addr_bits(caps: &HostCaps, bits: u8) -> Result<()> {
     Ok(())
 }
 
+/// The ioctls `setup_vcpu` issues, for the VM's call counters.
+pub(crate) const VCPU_SETUP_IOCTLS: &[&str] = &["KVM_ARM_VCPU_INIT", "KVM_SET_ONE_REG"];
+
 /// `KVM_CREATE_VM` with the IPA size.
 pub(crate) fn create_vm_fd(kvm: &Kvm, addr_bits: u8) -> Result<VmFd> {
     if kvm.get_host_ipa_limit() > 0 {

@@ -65,6 +65,9 @@ pub(crate) fn check_addr_bits(caps: &HostCaps, bits: u8) -> Result<()> {
     Ok(())
 }
 
+/// The ioctls `setup_vcpu` issues, for the VM's call counters.
+pub(crate) const VCPU_SETUP_IOCTLS: &[&str] = &["KVM_SET_ONE_REG"];
+
 /// `KVM_CREATE_VM`.
 pub(crate) fn create_vm_fd(kvm: &Kvm, _addr_bits: u8) -> Result<VmFd> {
     kvm.create_vm().map_err(|e| Error::os("KVM_CREATE_VM", e))

@@ -4,9 +4,10 @@
 //! and issues exactly one ioctl (`KVM_RUN`); the answer is a store into the shared `kvm_run`
 //! page.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use cvm_core::{Error, Result, Resume, VcpuOps, VmExit};
+use cvm_core::{Error, ExitDetail, Result, Resume, VcpuOps, VmExit};
 use kvm_bindings::{
     kvm_run, KVM_MEMORY_EXIT_FLAG_PRIVATE, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
     KVM_SYSTEM_EVENT_SHUTDOWN,
@@ -27,16 +28,23 @@ pub(crate) struct KvmVcpu {
     core: Arc<VmCore>,
     id: u32,
     native: Native,
+    /// The last raw exit, kept for [`VcpuOps::exit_detail`] (formatted on demand).
+    last: Option<RawExit>,
+    /// `KVM_RUN` calls, counted lock-free into the VM's call counters.
+    runs: Arc<AtomicU64>,
 }
 
 impl KvmVcpu {
     /// Wraps a vCPU fd whose registers are already set up.
     pub(crate) fn new(fd: VcpuFd, core: Arc<VmCore>, id: u32) -> Self {
+        let runs = core.shared.stats.call_counter("KVM_RUN");
         Self {
             fd,
             core,
             id,
             native: Native::None,
+            last: None,
+            runs,
         }
     }
 
@@ -125,6 +133,7 @@ impl KvmVcpu {
     /// [`VmExit::Interrupted`].
     fn enter(&mut self) -> Result<RawExit> {
         loop {
+            self.runs.fetch_add(1, Ordering::Relaxed);
             match self.fd.run() {
                 Ok(exit) => return Ok(RawExit::from_exit(exit)),
                 Err(e) if e.errno() == libc::EAGAIN => continue,
@@ -341,7 +350,82 @@ impl VcpuOps for KvmVcpu {
         let raw = self.enter()?;
         let (exit, native) = self.map(raw)?;
         self.native = native;
+        self.last = Some(raw);
         tracing::trace!(vm = self.core.shared.id, vcpu = self.id, ?raw, "kvm exit");
         Ok(exit)
+    }
+
+    fn exit_detail(&self) -> Option<ExitDetail> {
+        let raw = self.last?;
+        let reg = |n: &str, v: u64| (n.to_string(), v);
+        Some(match raw {
+            RawExit::MmioRead { addr, len } => ExitDetail {
+                reason: "KVM_EXIT_MMIO (load)".into(),
+                registers: vec![
+                    reg("mmio.phys_addr", addr),
+                    reg("mmio.len", u64::from(len)),
+                    reg("mmio.is_write", 0),
+                ],
+                channel: "kvm_run.mmio.data (KVM writes the register on the next KVM_RUN)".into(),
+            },
+            RawExit::MmioWrite { addr, len, value } => ExitDetail {
+                reason: "KVM_EXIT_MMIO (store)".into(),
+                registers: vec![
+                    reg("mmio.phys_addr", addr),
+                    reg("mmio.len", u64::from(len)),
+                    reg("mmio.is_write", 1),
+                    reg("mmio.data", value),
+                ],
+                channel: "kvm_run.mmio.data".into(),
+            },
+            RawExit::IoIn { port } => ExitDetail {
+                reason: "KVM_EXIT_IO (in)".into(),
+                registers: vec![reg("io.port", u64::from(port))],
+                channel: "kvm_run + io.data_offset".into(),
+            },
+            RawExit::IoOut { port, value } => ExitDetail {
+                reason: "KVM_EXIT_IO (out)".into(),
+                registers: vec![
+                    reg("io.port", u64::from(port)),
+                    reg("data", u64::from(value)),
+                ],
+                channel: "kvm_run + io.data_offset".into(),
+            },
+            RawExit::Hypercall { nr, args } => ExitDetail {
+                reason: "KVM_EXIT_HYPERCALL".into(),
+                registers: vec![reg("hypercall.nr", nr), reg("hypercall.args[0]", args[0])],
+                channel: "kvm_run.hypercall.ret".into(),
+            },
+            RawExit::MemoryFault { flags, gpa, size } => ExitDetail {
+                reason: "KVM_EXIT_MEMORY_FAULT".into(),
+                registers: vec![
+                    reg("memory_fault.flags", flags),
+                    reg("memory_fault.gpa", gpa),
+                    reg("memory_fault.size", size),
+                ],
+                channel: "KVM_SET_MEMORY_ATTRIBUTES, then re-entry".into(),
+            },
+            RawExit::SystemEvent { ty, data0 } => ExitDetail {
+                reason: "KVM_EXIT_SYSTEM_EVENT".into(),
+                registers: vec![
+                    reg("system_event.type", u64::from(ty)),
+                    reg("data[0]", data0),
+                ],
+                channel: String::new(),
+            },
+            RawExit::FailEntry { reason, cpu } => ExitDetail {
+                reason: "KVM_EXIT_FAIL_ENTRY".into(),
+                registers: vec![
+                    reg("hardware_entry_failure_reason", reason),
+                    reg("cpu", u64::from(cpu)),
+                ],
+                channel: String::new(),
+            },
+            other => ExitDetail {
+                reason: format!("{other:?}"),
+                registers: vec![],
+                channel: String::new(),
+            },
+        })
     }
 }

@@ -104,6 +104,7 @@ impl KvmVm {
     ) -> Result<Self> {
         let addr_bits = shared.addr_bits;
         let fd = arch::create_vm_fd(kvm, addr_bits)?;
+        shared.stats.call("KVM_CREATE_VM");
         let mut caps = caps.clone();
         caps.refine_for_vm(&fd);
         if caps.map_gpa_range_exit() {
@@ -114,6 +115,7 @@ impl KvmVm {
             };
             fd.enable_cap(&cap)
                 .map_err(|e| Error::os("KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)", e))?;
+            shared.stats.call("KVM_ENABLE_CAP");
         }
         let run_size = kvm
             .get_vcpu_mmap_size()
@@ -165,15 +167,18 @@ impl VmOps for KvmVm {
         }
         let c = &self.core;
         c.mem().add(&c.fd, &c.caps, region)?;
-        c.shared.stats.call(
-            if region.kind == MemoryKind::Shared && c.caps.gmem_shared() && !region.read_only
-                || region.kind == MemoryKind::Private
-            {
-                "KVM_SET_USER_MEMORY_REGION2"
-            } else {
-                "KVM_SET_USER_MEMORY_REGION"
-            },
-        );
+        let gmem = region.kind == MemoryKind::Shared && c.caps.gmem_shared() && !region.read_only
+            || region.kind == MemoryKind::Private;
+        c.shared.stats.call(if gmem {
+            "KVM_CREATE_GUEST_MEMFD"
+        } else {
+            "memfd_create"
+        });
+        c.shared.stats.call(if gmem {
+            "KVM_SET_USER_MEMORY_REGION2"
+        } else {
+            "KVM_SET_USER_MEMORY_REGION"
+        });
         Ok(())
     }
 
@@ -211,7 +216,11 @@ impl VmOps for KvmVm {
         let fd =
             c.fd.create_vcpu(u64::from(id))
                 .map_err(|e| Error::os("KVM_CREATE_VCPU", e))?;
+        c.shared.stats.call("KVM_CREATE_VCPU");
         c.arch.setup_vcpu(&fd, id, init, &c.mem())?;
+        for ioctl in arch::VCPU_SETUP_IOCTLS {
+            c.shared.stats.call(ioctl);
+        }
         if id == 0 {
             c.log().events.push(MeasurementEvent::Vcpu {
                 id,

@@ -44,10 +44,6 @@ fn entry_arguments_land_in_sysv_registers() {
     // Store rdi, rsi, rdx, rcx, r8, r9 to MMIO one after the other (mov [r10], reg).
     let mut a = Asm::new();
     a.mov_imm(10, MMIO);
-    for reg_field in [0x3a, 0x32, 0x12, 0x0a, 0x02, 0x0a] {
-        // mov [r10], rdi/rsi/rdx/rcx ; r8/r9 need REX.R
-        let _ = reg_field;
-    }
     let mut code = a.bytes();
     // 49 89 3a: mov [r10], rdi ; 49 89 32: rsi ; 49 89 12: rdx ; 49 89 0a: rcx
     // 4d 89 02: mov [r10], r8 ; 4d 89 0a: mov [r10], r9 ; then the stack args:
@@ -525,4 +521,33 @@ fn a_signal_is_interrupted_not_a_guest_exit() {
         vcpu.run(Resume::MmioRead(0)),
         Err(Error::ResumeMismatch { .. })
     ));
+}
+
+#[test]
+fn exit_detail_and_ioctl_counters_describe_what_kvm_did() {
+    let Some(b) = kvm() else { return };
+    let mut a = Asm::new();
+    a.mov_imm(r::RDI, MMIO).load_rdi(4).hlt();
+    let (vm, mut vcpu) = vm_with_code(&b, &a.bytes(), &[]);
+    assert!(vcpu.exit_detail().is_none(), "no exit yet");
+    assert_eq!(
+        run(&mut vcpu, Resume::Done),
+        VmExit::Mmio {
+            gpa: MMIO,
+            size: 4,
+            write: None
+        }
+    );
+    let d = vcpu.exit_detail().unwrap();
+    assert_eq!(d.reason, "KVM_EXIT_MMIO (load)");
+    assert!(d.registers.contains(&("mmio.phys_addr".to_string(), MMIO)));
+    assert!(d.registers.contains(&("mmio.len".to_string(), 4)));
+    assert!(d.channel.starts_with("kvm_run.mmio.data"));
+    assert_eq!(run(&mut vcpu, Resume::MmioRead(5)), VmExit::Halt);
+    let stats = vm.stats();
+    assert_eq!(stats.calls_of("KVM_CREATE_VM"), 1);
+    assert_eq!(stats.calls_of("KVM_CREATE_VCPU"), 1);
+    assert_eq!(stats.calls_of("KVM_SET_SREGS"), 1);
+    assert!(stats.calls_of("KVM_RUN") >= 2, "{stats:?}");
+    assert!(stats.calls_of("KVM_CREATE_GUEST_MEMFD") + stats.calls_of("memfd_create") >= 1);
 }
