@@ -15,6 +15,8 @@
 
 pub mod compare;
 pub mod info;
+pub mod run;
+pub mod spec;
 
 pub use cvm_core::*;
 

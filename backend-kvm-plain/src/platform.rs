@@ -10,6 +10,8 @@
 //! | read measurement | not supported: plain KVM has no guest-visible measurement; the `LAUNCH` digest is host-side software, not hardware-rooted | same | same |
 //! | entropy | `RDRAND` (not supported when the guest CPUID lacks it) | `RNDR` | `seed` CSR |
 //! | host call | signed `HLT`: rbx = [`HOST_CALL_SIGNATURE`], rax = nr, rdi, rsi, rdx, rcx = args 1–4, args 5–6 stored at [`X86_HOST_CALL_BLOCK`] `+0`/`+8`; result rax | `HVC #0`, x0 = [`AARCH64_HOST_CALL_BASE`] + nr (SMCCC OEM range, forwarded by the VM's `KVM_ARM_VM_SMCCC_FILTER`), x1..x6 = args; result x0 | `ECALL`, a7 = nr >> 32 (an SBI experimental/vendor extension KVM forwards), a6 = nr & 0xffff_ffff, a0..a5 = args; result a0 |
+//! | stop this vCPU | `HLT` with rbx = 0 (→ `Halt`) | PSCI `CPU_OFF` via `HVC #0` | SBI HSM `HART_STOP` |
+//! | start vCPU n | nothing: the host creates it runnable | PSCI `CPU_ON` via `HVC #0` | SBI HSM `HART_START` |
 //! | system off | signed `HLT`: rbx = [`SYSTEM_OFF_SIGNATURE`] | PSCI `SYSTEM_OFF` (0x8400_0008) via `HVC #0` | SBI SRST `system_reset(SHUTDOWN, NO_REASON)` |
 //!
 //! Why x86 host calls are not `VMCALL`: KVM completes every hypercall number it does not know
@@ -41,6 +43,12 @@ pub const AARCH64_HOST_CALL_BASE: u32 = 0xC300_0000;
 pub const AARCH64_HOST_CALL_COUNT: u32 = 0x1_0000;
 /// PSCI 0.2 `SYSTEM_OFF` function id.
 pub const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+/// PSCI `CPU_OFF` (PSCI 0.2+, SMC32 function id; DEN0022).
+pub const PSCI_CPU_OFF: u64 = 0x8400_0002;
+/// PSCI `CPU_ON` (SMC64 function id; DEN0022).
+pub const PSCI_CPU_ON: u64 = 0xC400_0003;
+/// SBI Hart State Management extension id ("HSM").
+pub const SBI_EXT_HSM: u64 = 0x48_534D;
 /// SBI System Reset extension id ("SRST").
 pub const SBI_EXT_SRST: u64 = 0x5352_5354;
 
@@ -194,6 +202,20 @@ impl GuestPlatform for X86Platform {
         ])
     }
 
+    /// A plain `HLT` with rbx cleared (so no signature from an earlier call is read as a
+    /// host call): KVM reports `Halt`, and the guest stays halted.
+    fn stop_vcpu(&self) -> Result<Vec<PlatformStep>, NotSupported> {
+        Ok(vec![PlatformStep::Call {
+            conduit: Conduit::Hlt,
+            args: vec![(x86_reg::RBX, 0)],
+        }])
+    }
+
+    /// Secondaries are started by the host on x86 KVM (created runnable at their entry).
+    fn start_vcpu(&self, _: u32, _: u64, _: u64) -> Result<Vec<PlatformStep>, NotSupported> {
+        Ok(Vec::new())
+    }
+
     fn system_off(&self) -> Vec<PlatformStep> {
         vec![PlatformStep::Call {
             conduit: Conduit::Hlt,
@@ -275,6 +297,30 @@ impl GuestPlatform for Aarch64Platform {
         ])
     }
 
+    /// PSCI `CPU_OFF` via `HVC #0` (KVM's in-kernel PSCI powers the vCPU off).
+    fn stop_vcpu(&self) -> Result<Vec<PlatformStep>, NotSupported> {
+        Ok(vec![PlatformStep::Call {
+            conduit: Conduit::Hvc(0),
+            args: vec![(0, PSCI_CPU_OFF)],
+        }])
+    }
+
+    /// PSCI `CPU_ON(target MPIDR = vcpu, entry, context)` via `HVC #0`.
+    fn start_vcpu(
+        &self,
+        vcpu: u32,
+        entry: u64,
+        arg: u64,
+    ) -> Result<Vec<PlatformStep>, NotSupported> {
+        Ok(vec![
+            PlatformStep::Call {
+                conduit: Conduit::Hvc(0),
+                args: vec![(0, PSCI_CPU_ON), (1, u64::from(vcpu)), (2, entry), (3, arg)],
+            },
+            PlatformStep::Expect { reg: 0, value: 0 },
+        ])
+    }
+
     fn system_off(&self) -> Vec<PlatformStep> {
         vec![PlatformStep::Call {
             conduit: Conduit::Hvc(0),
@@ -347,6 +393,36 @@ impl GuestPlatform for Riscv64Platform {
                 args: regs,
             },
             PlatformStep::Save { reg: 10, result: 0 },
+        ])
+    }
+
+    /// SBI HSM `HART_STOP` (KVM's in-kernel SBI stops the vCPU).
+    fn stop_vcpu(&self) -> Result<Vec<PlatformStep>, NotSupported> {
+        Ok(vec![PlatformStep::Call {
+            conduit: Conduit::Ecall,
+            args: vec![(17, SBI_EXT_HSM), (16, 1)],
+        }])
+    }
+
+    /// SBI HSM `HART_START(hartid = vcpu, start_addr = entry, opaque = arg)`.
+    fn start_vcpu(
+        &self,
+        vcpu: u32,
+        entry: u64,
+        arg: u64,
+    ) -> Result<Vec<PlatformStep>, NotSupported> {
+        Ok(vec![
+            PlatformStep::Call {
+                conduit: Conduit::Ecall,
+                args: vec![
+                    (17, SBI_EXT_HSM),
+                    (16, 0),
+                    (10, u64::from(vcpu)),
+                    (11, entry),
+                    (12, arg),
+                ],
+            },
+            PlatformStep::Expect { reg: 10, value: 0 },
         ])
     }
 

@@ -7,8 +7,11 @@
 //! * **Memory**: ADD_MEMORY_REGION per private region; measured loads with
 //!   ADD_MEASURED_PAGES page by page in GPA order (RFC 10/48); faults in private RAM are
 //!   backed by ADD_ZERO_PAGES from a pool of pages converted in batches with one fence per
-//!   batch (the RFC cover letter's "page pool instead of convert-per-fault"); shared regions
-//!   are VMM memory pinned and mapped with ADD_SHARED_PAGES on fault.
+//!   batch (the RFC cover letter's "page pool instead of convert-per-fault"). Each private
+//!   region also has the VMM's user pages behind it (an anonymous memfd, pinned): a page the
+//!   guest shares (COVG SHARE, RFC 41/48) loses its confidential page and is mapped from its
+//!   user page with ADD_SHARED_PAGES on the next fault, and `shared_memory()` shows it at its
+//!   GPA while it is shared. Shared regions are VMM memory pinned and mapped the same way.
 //! * **vCPUs**: state pages converted + fenced, CREATE_VCPU; FINALIZE_TVM with vCPU 0's entry
 //!   pc and argument (a1; Salus sets a0 = hart id).
 //! * **Run** (RFC 21/48, 23/48, 36/48, 41/48): the resume is written to the hart's NACL
@@ -18,17 +21,17 @@
 //!   and returned to the host allocator. Every failure path releases what it took.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cvm_core::vm_memory::{
-    Bytes, GuestAddress, GuestMemoryMmap, GuestRegionCollection, GuestRegionMmap,
+    Bytes, GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionCollection, GuestRegionMmap,
 };
 use cvm_core::{
     Arch, Backend, BackendInfo, Capability, Confidentiality, Content, EntropyPolicy, Error,
-    FeatureDef, FirmwareError, HashAlgorithm, Implementation, ManagedVm, Measure, Measurement,
-    MeasurementEvent, MeasurementLog, MemoryKind, MemoryRegion, Result, Resume, StatsRecorder,
-    VcpuInit, VcpuOps, Vm, VmConfig, VmExit, VmOps, VmShared,
+    ExitDetail, FeatureDef, FirmwareError, HashAlgorithm, Implementation, ManagedVm, Measure,
+    Measurement, MeasurementEvent, MeasurementLog, MemoryKind, MemoryRegion, Result, Resume,
+    StatsRecorder, VcpuInit, VcpuOps, Vm, VmConfig, VmExit, VmOps, VmShared,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -37,6 +40,7 @@ use crate::abi::{
     sbi_status_name, srst, SbiError, TsmInfo, TvmCreateParams, CSR_SEED,
     NACL_MODEL_INJECT_FAULT_OFFSET, NACL_SHMEM_PAGES, PAGE_SIZE,
 };
+use crate::backing::UserBacking;
 use crate::covh::{Covh, HostMemError};
 use crate::features::{self, HostIsa};
 use crate::measure::{record, replay, TvmMeasurement};
@@ -283,8 +287,39 @@ struct Owned {
     converted: BTreeSet<u64>,
     /// Converted, fenced, unassigned pages ready for ADD_ZERO/MEASURED_PAGES.
     pool: Vec<u64>,
-    /// Host pages (not converted) shared into the TVM, by guest page.
-    shared_host_pages: BTreeMap<u64, u64>,
+}
+
+/// A private region and the VMM's memory behind it (the memslot's user pages), which backs
+/// the pages the guest shares.
+struct PrivateRegion {
+    region: MemoryRegion,
+    backing: UserBacking,
+    /// Host physical address of the pinned backing.
+    pa: u64,
+    /// The VMM's views of the runs the guest currently shares, by start address.
+    views: BTreeMap<u64, Arc<GuestRegionMmap>>,
+}
+
+impl PrivateRegion {
+    /// Views of the runs of `shared` inside the region, reusing unchanged ones.
+    fn views_for(&self, shared: &BTreeSet<u64>) -> Result<BTreeMap<u64, Arc<GuestRegionMmap>>> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for &page in shared.range(self.region.gpa..self.region.end()) {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == page => *len += PAGE_SIZE,
+                _ => runs.push((page, PAGE_SIZE)),
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (start, len) in runs {
+            let view = match self.views.get(&start) {
+                Some(v) if v.len() == len => Arc::clone(v),
+                _ => self.backing.view(start, len)?,
+            };
+            out.insert(start, view);
+        }
+        Ok(out)
+    }
 }
 
 struct SharedRegion {
@@ -296,13 +331,13 @@ struct SharedRegion {
 
 struct VmInner {
     owned: Owned,
-    private: Vec<MemoryRegion>,
+    private: Vec<PrivateRegion>,
     shared: Vec<SharedRegion>,
     /// Private guest pages mapped (zero or measured), by guest page → host page.
     private_mapped: BTreeMap<u64, u64>,
     /// Shared guest pages mapped, by guest page → host page.
     shared_mapped: BTreeMap<u64, u64>,
-    /// Guest ranges the TVM shared (accepted SHARE_MEMORY), as page set.
+    /// Guest pages the TVM shared (accepted SHARE_MEMORY).
     guest_shared: BTreeSet<u64>,
     log: MeasurementLog,
     measurement: TvmMeasurement,
@@ -318,8 +353,17 @@ struct VmCore {
     guest: u64,
     vcpu_state_pages: u64,
     inner: Mutex<VmInner>,
-    started: Vec<AtomicBool>,
+    /// Per vCPU: [`HART_STOPPED`], [`HART_STARTING`] or [`HART_STARTED`].
+    started: Vec<AtomicU8>,
 }
+
+/// A secondary vCPU the guest has not started.
+const HART_STOPPED: u8 = 0;
+/// The host accepted the guest's HART_START; the TSM powers the hart on when it completes the
+/// starter's pending call on its next TVM_VCPU_RUN (Salus `complete_pending_ecall`).
+const HART_STARTING: u8 = 1;
+/// Runnable in the TSM.
+const HART_STARTED: u8 = 2;
 
 /// The [`VmOps`] of a CoVE TVM (wrap with [`ManagedVm`]; [`CoveBackend`] does).
 pub struct CoveVm {
@@ -424,35 +468,35 @@ impl VmCore {
         }
     }
 
-    /// Backs a shared guest page: VMM memory for shared regions, else a host page.
-    fn shared_page(&self, inner: &mut VmInner, gpa: u64) -> Result<()> {
-        let (pa, host_page) = match inner
+    /// The VMM page that backs shared guest page `gpa`: the user page of a private region
+    /// (RFC 41/48: the pinned user page) or the pinned page of a VMM shared region.
+    fn shared_backing(inner: &VmInner, gpa: u64) -> Option<u64> {
+        if let Some(p) = inner
+            .private
+            .iter()
+            .find(|p| p.region.contains(gpa, PAGE_SIZE))
+        {
+            return Some(p.pa + (gpa - p.region.gpa));
+        }
+        inner
             .shared
             .iter()
             .find(|s| s.region.contains(gpa, PAGE_SIZE))
-        {
-            Some(s) => (s.pa + (gpa - s.region.gpa), false),
-            None => (self.k.alloc(1, 1)?, true),
-        };
-        match self.covh(covh::TVM_ADD_SHARED_PAGES, [self.guest, pa, 0, 1, gpa, 0]) {
-            Ok(_) => {
-                inner.shared_mapped.insert(gpa, pa);
-                if host_page {
-                    inner.owned.shared_host_pages.insert(gpa, pa);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if host_page {
-                    self.k.free(pa, 1);
-                }
-                Err(e)
-            }
-        }
+            .map(|s| s.pa + (gpa - s.region.gpa))
+    }
+
+    /// Maps shared guest page `gpa` to VMM page `pa` (TVM_ADD_SHARED_PAGES, RFC 41/48 "later
+    /// ADD_SHARED_PAGES on fault").
+    fn shared_page(&self, inner: &mut VmInner, gpa: u64, pa: u64) -> Result<()> {
+        self.covh(covh::TVM_ADD_SHARED_PAGES, [self.guest, pa, 0, 1, gpa, 0])?;
+        inner.shared_mapped.insert(gpa, pa);
+        self.stats().add("shared_pages_mapped", 1);
+        Ok(())
     }
 
     /// INVALIDATE + TVM fence + REMOVE of `[gpa, gpa + len)` (spec/cove.md §2.3), then
-    /// release what was mapped there: private pages are reclaimed, host shared pages freed.
+    /// release what was mapped there: private pages are reclaimed; shared pages are VMM
+    /// memory and stay the VMM's.
     fn unmap_range(&self, inner: &mut VmInner, gpa: u64, len: u64) -> Result<()> {
         let end = gpa + len;
         let private: Vec<(u64, u64)> = inner
@@ -484,9 +528,6 @@ impl VmCore {
         self.release(&mut inner.owned, &pages);
         for g in shared {
             inner.shared_mapped.remove(&g);
-            if let Some(p) = inner.owned.shared_host_pages.remove(&g) {
-                self.k.free(p, 1);
-            }
         }
         Ok(())
     }
@@ -506,14 +547,15 @@ impl VmCore {
         let pages: Vec<u64> = inner.owned.converted.iter().copied().collect();
         inner.owned.pool.clear();
         self.release(&mut inner.owned, &pages);
-        for (_, p) in std::mem::take(&mut inner.owned.shared_host_pages) {
-            self.k.free(p, 1);
-        }
         for s in inner.shared.drain(..) {
             let _ = self.k.covh.unpin_user_memory(s.pa);
         }
+        for p in inner.private.drain(..) {
+            let _ = self.k.covh.unpin_user_memory(p.pa);
+        }
         inner.private_mapped.clear();
         inner.shared_mapped.clear();
+        inner.guest_shared.clear();
         if !inner.owned.converted.is_empty() {
             return Err(Error::Unsupported(format!(
                 "{} page(s) could not be reclaimed",
@@ -530,11 +572,27 @@ impl VmOps for CoveVm {
         let mut inner = c.inner();
         match region.kind {
             MemoryKind::Private => {
-                c.covh(
+                // The memslot's user pages: pinned now (the RFC pins each when the guest
+                // shares it; the TSM sees the same pages either way) and unpinned when the
+                // region or the TVM goes.
+                let backing = UserBacking::new(region.gpa, region.size)?;
+                let pa =
+                    c.k.covh
+                        .pin_user_memory(&backing.whole()?, region.gpa, region.size)
+                        .map_err(mem_err)?;
+                if let Err(e) = c.covh(
                     covh::TVM_ADD_MEMORY_REGION,
                     [c.guest, region.gpa, region.size, 0, 0, 0],
-                )?;
-                inner.private.push(*region);
+                ) {
+                    let _ = c.k.covh.unpin_user_memory(pa);
+                    return Err(e);
+                }
+                inner.private.push(PrivateRegion {
+                    region: *region,
+                    backing,
+                    pa,
+                    views: BTreeMap::new(),
+                });
             }
             MemoryKind::Shared => {
                 let arc = Arc::new(
@@ -576,7 +634,16 @@ impl VmOps for CoveVm {
                     ));
                 }
                 c.unmap_range(&mut inner, region.gpa, region.size)?;
-                inner.private.retain(|r| r.gpa != region.gpa);
+                let end = region.end();
+                inner.guest_shared.retain(|&p| p < region.gpa || p >= end);
+                if let Some(i) = inner
+                    .private
+                    .iter()
+                    .position(|p| p.region.gpa == region.gpa)
+                {
+                    let p = inner.private.remove(i);
+                    c.k.covh.unpin_user_memory(p.pa).map_err(mem_err)?;
+                }
             }
             MemoryKind::Shared => {
                 if c.shared.lifecycle.state() == cvm_core::LaunchState::Finalized {
@@ -591,10 +658,18 @@ impl VmOps for CoveVm {
         Ok(())
     }
 
+    /// The VMM's shared regions plus, at their guest addresses, the pages of private regions
+    /// the guest currently shares (their user pages, which the TVM maps with
+    /// TVM_ADD_SHARED_PAGES): guest and VMM read and write the same bytes there.
     fn shared_memory(&self) -> GuestMemoryMmap {
         let inner = self.core.inner();
-        let regions: Vec<Arc<GuestRegionMmap>> =
-            inner.shared.iter().map(|s| Arc::clone(&s.arc)).collect();
+        let mut regions: Vec<Arc<GuestRegionMmap>> = inner
+            .shared
+            .iter()
+            .map(|s| Arc::clone(&s.arc))
+            .chain(inner.private.iter().flat_map(|p| p.views.values().cloned()))
+            .collect();
+        regions.sort_by_key(|r| r.start_addr());
         GuestRegionCollection::from_arc_regions(regions).unwrap_or_default()
     }
 
@@ -683,7 +758,10 @@ impl VmOps for CoveVm {
             inner.boot = Some((init.entry, init.args.get(1).copied().unwrap_or(0)));
         }
         if let Some(s) = c.started.get(id as usize) {
-            s.store(id == 0, Ordering::Release);
+            s.store(
+                if id == 0 { HART_STARTED } else { HART_STOPPED },
+                Ordering::Release,
+            );
         }
         Ok(Box::new(CoveVcpu {
             core: Arc::clone(&self.core),
@@ -691,6 +769,8 @@ impl VmOps for CoveVm {
             hart: id as usize % c.k.harts(),
             last_htinst: 0,
             terminated: false,
+            starting: None,
+            last: LastExit::None,
         }))
     }
 
@@ -715,13 +795,14 @@ impl VmOps for CoveVm {
         .map_err(|e| Error::InvalidArgument(e.to_string()))
     }
 
+    /// The host's own replay of what it measured (spec/cove.md §3.1: "the measurement process
+    /// is a state machine that must be faithfully reproduced by the VMM"): `PCR0`..`PCR3` and
+    /// `TCI` only. COVH has no call that reads a TVM's registers, so the guest-extended
+    /// runtime PCRs 17..20 are unknown to the host and left out (see the crate docs).
     fn measurement(&self) -> Result<Measurement> {
-        // The host's prediction: the pure replay of what it measured (spec/cove.md §3.1: "the
-        // measurement process is a state machine that must be faithfully reproduced by the
-        // VMM"). Runtime PCRs extended by the guest are not visible to the host.
         let log = self.core.inner().log.clone();
         replay(&log)
-            .map(|m| m.to_measurement())
+            .map(|m| m.to_host_measurement())
             .map_err(|e| Error::InvalidArgument(e.to_string()))
     }
 
@@ -755,8 +836,123 @@ struct CoveVcpu {
     hart: usize,
     last_htinst: u64,
     terminated: bool,
+    /// A hart whose HART_START this vCPU's next successful TVM_VCPU_RUN completes.
+    starting: Option<usize>,
+    /// Raw fields of the last exit, formatted only by [`VcpuOps::exit_detail`].
+    last: LastExit,
 }
 
+/// What the host saw behind the last exit it returned, kept raw (the run path only copies).
+#[derive(Debug, Clone, Copy)]
+enum LastExit {
+    /// Not run yet.
+    None,
+    /// A secondary vCPU the guest has not started: no TVM_VCPU_RUN was made.
+    NotStarted,
+    /// The last TVM_VCPU_RUN: its return value and what it left in the host CSRs and NACL.
+    Tvm { ret: u64, exit: NaclExit },
+}
+
+/// The name of a TVM exit's scause (Privileged spec, `scause` values; Hypervisor extension
+/// for 20–23).
+fn scause_name(scause: u64) -> &'static str {
+    if scause & trap::CAUSE_INTERRUPT != 0 {
+        return match scause & !trap::CAUSE_INTERRUPT {
+            1 => "supervisor software interrupt",
+            5 => "supervisor timer interrupt",
+            9 => "supervisor external interrupt",
+            12 => "supervisor guest external interrupt",
+            _ => "interrupt",
+        };
+    }
+    match scause {
+        trap::CAUSE_FETCH_ACCESS => "instruction access fault",
+        trap::CAUSE_ILLEGAL_INSTRUCTION => "illegal instruction",
+        trap::CAUSE_BREAKPOINT => "breakpoint",
+        trap::CAUSE_LOAD_MISALIGNED => "load address misaligned",
+        trap::CAUSE_LOAD_ACCESS => "load access fault",
+        trap::CAUSE_STORE_MISALIGNED => "store address misaligned",
+        trap::CAUSE_STORE_ACCESS => "store access fault",
+        trap::CAUSE_ECALL_VU => "ecall from VU-mode",
+        trap::CAUSE_ECALL_VS => "forwarded ecall",
+        trap::CAUSE_FETCH_GUEST_PAGE_FAULT => "instruction guest-page fault",
+        trap::CAUSE_LOAD_GUEST_PAGE_FAULT => "load guest-page fault",
+        trap::CAUSE_VIRTUAL_INSTRUCTION => "virtual instruction",
+        trap::CAUSE_STORE_GUEST_PAGE_FAULT => "store guest-page fault",
+        _ => "exception",
+    }
+}
+
+/// `a0 (0x50)`: a NACL scratch GPR slot by ABI name and byte offset (spec/cove.md §5).
+fn scratch_slot(r: u8) -> String {
+    let name = match r {
+        reg::A0..=reg::A7 => format!("a{}", r - reg::A0),
+        _ => format!("x{r}"),
+    };
+    format!("{name} ({:#x})", nacl_gpr_offset(r))
+}
+
+impl LastExit {
+    fn detail(&self) -> Option<ExitDetail> {
+        let (ret, e) = match *self {
+            LastExit::None => return None,
+            LastExit::NotStarted => {
+                return Some(ExitDetail {
+                    reason: "not started: no TVM_VCPU_RUN before the guest's HSM HART_START".into(),
+                    registers: Vec::new(),
+                    channel: "none".into(),
+                })
+            }
+            LastExit::Tvm { ret, exit } => (ret, exit),
+        };
+        let mut reason = if e.scause & trap::CAUSE_INTERRUPT != 0 {
+            format!("scause={:#x} ({})", e.scause, scause_name(e.scause))
+        } else {
+            format!("scause={} ({})", e.scause, scause_name(e.scause))
+        };
+        if ret != 0 {
+            reason.push_str(&format!("; TVM_VCPU_RUN returned {ret} (vCPU terminated)"));
+        }
+        let mut registers: Vec<(String, u64)> = vec![
+            ("scause".into(), e.scause),
+            ("stval".into(), e.stval),
+            ("htval".into(), e.htval),
+            ("htinst".into(), e.htinst),
+        ];
+        let channel = match e.scause {
+            trap::CAUSE_ECALL_VS => {
+                registers.push(("a6".into(), e.gprs[usize::from(reg::A6 - reg::A0)]));
+                registers.push(("a7".into(), e.gprs[usize::from(reg::A7 - reg::A0)]));
+                "NACL scratch a0..a7".to_owned()
+            }
+            trap::CAUSE_LOAD_GUEST_PAGE_FAULT | trap::CAUSE_STORE_GUEST_PAGE_FAULT
+                if e.htinst != 0 =>
+            {
+                match decode_htinst(e.htinst) {
+                    Some(acc) => format!("NACL scratch {}", scratch_slot(acc.reg)),
+                    None => "none (undecodable htinst)".to_owned(),
+                }
+            }
+            trap::CAUSE_VIRTUAL_INSTRUCTION
+                if decode_csr(e.stval as u32).is_some_and(|a| a.csr == CSR_SEED) =>
+            {
+                format!(
+                    "NACL scratch {}, {}",
+                    scratch_slot(reg::A0),
+                    scratch_slot(reg::A1)
+                )
+            }
+            _ => "none".to_owned(),
+        };
+        Some(ExitDetail {
+            reason,
+            registers,
+            channel,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 struct NaclExit {
     scause: u64,
     stval: u64,
@@ -839,7 +1035,12 @@ impl CoveVcpu {
                         Ok(()) => 0,
                         Err(e) => {
                             tracing::warn!(error = %e, "conversion failed; rejecting");
-                            SbiError::Failed.code() as u64
+                            match e {
+                                Error::NotMapped { .. } | Error::InvalidArgument(_) => {
+                                    SbiError::InvalidAddress.code() as u64
+                                }
+                                _ => SbiError::Failed.code() as u64,
+                            }
                         }
                     }
                 } else {
@@ -852,16 +1053,62 @@ impl CoveVcpu {
     }
 
     /// Host side of an accepted SHARE/UNSHARE (RFC 41/48 `vcpu_sbi_covg.c`): pages mapped in
-    /// the range are invalidated, fenced, removed and released; later faults map the new kind.
+    /// the range are invalidated, fenced, removed and released (confidential pages reclaimed,
+    /// shared mappings dropped — the user pages stay the VMM's); the next fault maps the new
+    /// kind: a zero page from the pool, or the user page with TVM_ADD_SHARED_PAGES.
+    ///
+    /// Every page must lie in the VM's memory (the RFC looks up the memslot of each page):
+    /// SHARE in a private region (its user pages) or a VMM shared region; UNSHARE only in a
+    /// private region (a shared region has no confidential memory to return to). The VMM's
+    /// views ([`VmOps::shared_memory`]) are made before anything changes, so a failure leaves
+    /// the VM as it was.
     fn convert_pages(&self, gpa: u64, size: u64, to_private: bool) -> Result<()> {
         let c = &self.core;
         let mut inner = c.inner();
-        c.unmap_range(&mut inner, gpa, size)?;
-        for p in (gpa..gpa + size).step_by(PAGE_SIZE as usize) {
+        let end = gpa
+            .checked_add(size)
+            .filter(|_| size > 0 && gpa % PAGE_SIZE == 0 && size % PAGE_SIZE == 0)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "conversion of {gpa:#x}+{size:#x} is not page aligned"
+                ))
+            })?;
+        let mut next = inner.guest_shared.clone();
+        for p in (gpa..end).step_by(PAGE_SIZE as usize) {
+            let in_private = inner
+                .private
+                .iter()
+                .any(|r| r.region.contains(p, PAGE_SIZE));
+            let in_shared = inner.shared.iter().any(|s| s.region.contains(p, PAGE_SIZE));
+            if !(in_private || (!to_private && in_shared)) {
+                return Err(Error::NotMapped {
+                    gpa: p,
+                    len: PAGE_SIZE,
+                    what: if to_private {
+                        "a private region (UNSHARE)"
+                    } else {
+                        "a memory region (SHARE)"
+                    },
+                });
+            }
             if to_private {
-                inner.guest_shared.remove(&p);
+                next.remove(&p);
             } else {
-                inner.guest_shared.insert(p);
+                next.insert(p);
+            }
+        }
+        let views = inner
+            .private
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.region.gpa < end && gpa < r.region.end())
+            .map(|(i, r)| r.views_for(&next).map(|v| (i, v)))
+            .collect::<Result<Vec<_>>>()?;
+        c.unmap_range(&mut inner, gpa, size)?;
+        inner.guest_shared = next;
+        for (i, v) in views {
+            if let Some(r) = inner.private.get_mut(i) {
+                r.views = v;
             }
         }
         Ok(())
@@ -894,7 +1141,10 @@ impl CoveVcpu {
         let gpa = (e.htval << 2) | (e.stval & 3);
         let page = gpa & !(PAGE_SIZE - 1);
         let mut inner = c.inner();
-        let in_private = inner.private.iter().any(|r| r.contains(page, PAGE_SIZE));
+        let in_private = inner
+            .private
+            .iter()
+            .any(|r| r.region.contains(page, PAGE_SIZE));
         let in_shared = inner
             .shared
             .iter()
@@ -903,8 +1153,10 @@ impl CoveVcpu {
             if inner.shared_mapped.contains_key(&page) {
                 return Ok(None);
             }
-            c.shared_page(&mut inner, page)?;
-            return Ok(None);
+            if let Some(pa) = VmCore::shared_backing(&inner, page) {
+                c.shared_page(&mut inner, page, pa)?;
+                return Ok(None);
+            }
         }
         if in_private {
             if inner.private_mapped.contains_key(&page) {
@@ -926,9 +1178,10 @@ impl CoveVcpu {
         let started = c
             .started
             .get(self.id as usize)
-            .is_some_and(|s| s.load(Ordering::Acquire));
+            .is_some_and(|s| s.load(Ordering::Acquire) == HART_STARTED);
         if !started {
             // A secondary waits for the guest's HSM HART_START (cvm: it halts).
+            self.last = LastExit::NotStarted;
             return Ok(VmExit::Halt);
         }
         if self.terminated {
@@ -942,13 +1195,28 @@ impl CoveVcpu {
         self.apply_resume(resume, pending)?;
         let mut reentries = 0;
         loop {
-            let ret = c.k.covh(
+            let ran = c.k.covh(
                 c.stats(),
                 self.hart,
                 covh::TVM_VCPU_RUN,
                 [c.guest, u64::from(self.id), 0, 0, 0, 0],
-            )?;
+            );
+            if let Some(t) = self.starting.filter(|_| ran.is_ok()) {
+                // The TSM has completed the HART_START (or refused it to the guest); from
+                // now on the target's own TVM_VCPU_RUN is valid.
+                self.starting = None;
+                if let Some(s) = c.started.get(t) {
+                    let _ = s.compare_exchange(
+                        HART_STARTING,
+                        HART_STARTED,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+            }
+            let ret = ran?;
             let e = self.read_exit()?;
+            self.last = LastExit::Tvm { ret, exit: e };
             let a = |r: u8| e.gprs[usize::from(r - reg::A0)];
             if ret != 0 {
                 self.terminated = true;
@@ -983,11 +1251,17 @@ impl CoveVcpu {
                     if eid == u64::from(abi::EID_HSM) && fid == u64::from(hsm::HART_START) {
                         // RFC 21/48: the host handles HSM; the TSM masked pc/opaque.
                         let target = a(reg::A0);
-                        let ok = c
-                            .started
-                            .get(target as usize)
-                            .is_some_and(|s| !s.swap(true, Ordering::AcqRel));
+                        let ok = c.started.get(target as usize).is_some_and(|s| {
+                            s.compare_exchange(
+                                HART_STOPPED,
+                                HART_STARTING,
+                                Ordering::AcqRel,
+                                Ordering::Acquire,
+                            )
+                            .is_ok()
+                        });
                         let code = if ok {
+                            self.starting = usize::try_from(target).ok();
                             0
                         } else {
                             SbiError::InvalidParam.code() as u64
@@ -995,6 +1269,14 @@ impl CoveVcpu {
                         self.put_gpr(reg::A0, code)?;
                         self.put_gpr(reg::A1, 0)?;
                         continue;
+                    }
+                    if eid == u64::from(abi::EID_HSM) && fid == u64::from(hsm::HART_STOP) {
+                        // The TSM powered the hart off; the host stops scheduling it until
+                        // the guest starts it again (RFC 21/48: the host handles HSM).
+                        if let Some(s) = c.started.get(self.id as usize) {
+                            s.store(HART_STOPPED, Ordering::Release);
+                        }
+                        return Ok(VmExit::Halt);
                     }
                     if eid == u64::from(abi::EID_COVG)
                         && (fid == u64::from(covg::SHARE_MEMORY)
@@ -1099,6 +1381,14 @@ impl VcpuOps for CoveVcpu {
         let exit = self.run_inner(resume, pending)?;
         tracing::debug!(vm = self.core.shared.id, vcpu = self.id, ?exit, "cove exit");
         Ok(exit)
+    }
+
+    /// `reason` = `scause=<n> (<name>)` (+ the TVM_VCPU_RUN return when the vCPU terminated);
+    /// `registers` = host `scause`/`stval`, NACL `htval`/`htinst` (and `a6`/`a7` of a
+    /// forwarded ecall); `channel` = the NACL scratch slots the exit's values travel through
+    /// (`NACL scratch a0 (0x50)` for MMIO, `NACL scratch a0..a7` for forwarded ecalls).
+    fn exit_detail(&self) -> Option<ExitDetail> {
+        self.last.detail()
     }
 }
 
@@ -1213,7 +1503,9 @@ impl CoveBackend {
                             isa_applied: false,
                             destroyed: false,
                         }),
-                        started: (0..config.vcpus).map(|_| AtomicBool::new(false)).collect(),
+                        started: (0..config.vcpus)
+                            .map(|_| AtomicU8::new(HART_STOPPED))
+                            .collect(),
                     }),
                 })
             },

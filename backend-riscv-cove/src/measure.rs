@@ -33,6 +33,11 @@ pub const MEASUREMENT_LEN: usize = 48;
 const PAGE: usize = 4096;
 /// The TCG PCR index of each register, in Salus' array order (`TVM_MSMT_REGISTERS`).
 pub const PCR_INDICES: [u8; 8] = [0, 1, 2, 3, 17, 18, 19, 20];
+/// The static registers (TCG PCR 0..3): everything the host measures, locked at FINALIZE.
+/// These (and the TCI over them) are the only registers a host can know: COVH has no call
+/// that reads a TVM's registers, and the runtime PCRs 17..20 change only through the guest's
+/// own ATST ExtendMeasurement.
+pub const STATIC_PCRS: [u8; 4] = [0, 1, 2, 3];
 /// PCR holding the TVM pages.
 pub const PCR_TVM_PAGES: u8 = 2;
 /// PCR holding the TVM configuration (entry pc and argument).
@@ -271,7 +276,19 @@ impl TvmMeasurement {
         }
     }
 
-    /// As cvm-core registers: `PCR0`, `PCR1`, `PCR2`, `PCR3`, `PCR17`..`PCR20`, then `TCI`.
+    /// The registers a host can know, as cvm-core registers: `PCR0`..`PCR3` then `TCI`
+    /// ([`STATIC_PCRS`]). This is what `Vm::measurement` returns on CoVE: the runtime PCRs
+    /// 17..20 are left out rather than shown as the zeros a host-side replay would give.
+    pub fn to_host_measurement(&self) -> Measurement {
+        let mut m = self.to_measurement();
+        m.registers
+            .retain(|r| r.name == "TCI" || STATIC_PCRS.iter().any(|p| r.name == format!("PCR{p}")));
+        m
+    }
+
+    /// Every register, as cvm-core registers: `PCR0`, `PCR1`, `PCR2`, `PCR3`,
+    /// `PCR17`..`PCR20`, then `TCI` (the TSM's view, or a verifier's replay of a log that
+    /// includes the guest's runtime extends).
     pub fn to_measurement(&self) -> Measurement {
         let mut registers: Vec<MeasurementRegister> = PCR_INDICES
             .iter()

@@ -299,9 +299,17 @@ fn bad_programs_are_typed_errors() {
         p.share(0x8010_0800, 0x1000);
         assert!(matches!(err(&p, &f), LowerError::Misaligned { .. }));
 
+        // A program's slots are those its ops name (programs may come from JSON), so only a
+        // slot beyond the data page's slot area is refused.
         let mut p = Program::new();
-        p.push(Op::Report { slot: Slot(0) });
-        assert_eq!(err(&p, &f), LowerError::BadSlot { slot: 0, slots: 0 });
+        p.push(Op::Report { slot: Slot(64) });
+        assert_eq!(
+            err(&p, &f),
+            LowerError::BadSlot {
+                slot: 64,
+                slots: 65
+            }
+        );
 
         let mut p = Program::new();
         for _ in 0..70 {

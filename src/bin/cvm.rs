@@ -21,15 +21,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Predict a launch measurement offline: `cvm measure cca LOG.json`, `cvm measure cove LOG.json`.
+    /// Predict a launch measurement offline: `cvm measure cca LOG.json`, `cvm measure cove
+    /// LOG.json`, or `cvm measure SPEC.toml` (the measurement `cvm run SPEC.toml` reports).
     Measure {
-        /// `cca` or `cove` (a measurement log follows).
+        /// `cca` or `cove` (a measurement log follows), or a launch spec (`*.toml`).
         target: String,
-        /// The measurement log (JSON).
-        log: PathBuf,
+        /// The measurement log (JSON), after `cca` / `cove`.
+        log: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Build the VM a launch spec describes and run it; the UART is the console (stdout), a
+    /// summary with exits and the measurement goes to stderr.
+    Run {
+        /// The launch spec (TOML; see `cvm::spec`).
+        spec: PathBuf,
+        /// The most exits before the run is stopped (at least 1).
+        #[arg(
+            long,
+            default_value_t = cvm::guest::DEFAULT_EXIT_BUDGET,
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        max_exits: u64,
     },
     /// Run one portable guest program on every backend and compare them side by side.
     Compare {
@@ -57,21 +71,69 @@ fn run(cli: Cli) -> Result<String, String> {
                 Ok(cvm::info::render_table(&infos))
             }
         }
-        Command::Measure { target, log, json } => match target.as_str() {
-            "cca" | "arm-cca" => cvm::cca::measure_log_cli(&log, json).map_err(|e| e.to_string()),
-            "cove" | "riscv-cove" => {
+        Command::Measure { target, log, json } => match (target.as_str(), log) {
+            ("cca" | "arm-cca", Some(log)) => {
+                cvm::cca::measure_log_cli(&log, json).map_err(|e| e.to_string())
+            }
+            ("cove" | "riscv-cove", Some(log)) => {
                 cvm::cove::measure_log_cli(&log, json).map_err(|e| e.to_string())
             }
-            other => Err(format!(
-                "unknown measurement target {other:?}: expected `cca` or `cove`"
+            (spec, None) if spec.ends_with(".toml") => measure_spec(spec.as_ref(), json),
+            ("cca" | "arm-cca" | "cove" | "riscv-cove", None) => Err(format!(
+                "`cvm measure {target}` needs a measurement log (LOG.json)"
+            )),
+            (spec, Some(_)) if spec.ends_with(".toml") => {
+                Err("`cvm measure SPEC.toml` takes no second argument".into())
+            }
+            (other, _) => Err(format!(
+                "unknown measurement target {other:?}: expected `cca LOG`, `cove LOG` or SPEC.toml"
             )),
         },
+        Command::Run { .. } => Err("internal: `run` is handled in main".into()),
         Command::Compare {
             program,
             json,
             svg,
             backends,
         } => compare(program, json, svg, &backends),
+    }
+}
+
+fn measure_spec(path: &std::path::Path, json: bool) -> Result<String, String> {
+    let launch = cvm::spec::LaunchSpec::load(path).map_err(|e| e.to_string())?;
+    let m = launch.measurement().map_err(|e| e.to_string())?;
+    if json {
+        serde_json::to_string_pretty(&m).map_err(|e| e.to_string())
+    } else {
+        Ok(cvm::spec::format_measurement(&m))
+    }
+}
+
+/// `cvm run`: the console streams to stdout while the guest runs, so it does not go through
+/// `run`'s collected output.
+fn run_spec(spec: &std::path::Path, max_exits: u64) -> ExitCode {
+    let launch = match cvm::spec::LaunchSpec::load(spec) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cvm: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = cvm::run::RunOptions { max_exits };
+    match cvm::run::run(&launch, &options, std::io::stdout()) {
+        Ok(summary) => {
+            eprint!("{}", summary.render());
+            if summary.success() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("cvm: error: the run ended with {}", summary.end);
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("cvm: error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -117,6 +179,9 @@ fn compare(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run { spec, max_exits } = &cli.command {
+        return run_spec(spec, *max_exits);
+    }
     match run(cli) {
         Ok(out) => {
             print!("{out}");

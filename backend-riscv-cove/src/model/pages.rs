@@ -301,6 +301,11 @@ impl PhysMem {
                 .sum::<usize>()
     }
 
+    /// Ranges of VMM memory currently pinned.
+    pub fn pinned_ranges(&self) -> usize {
+        self.windows.len()
+    }
+
     fn window_mut(&mut self, pa: u64) -> Option<(&mut Window, u64)> {
         self.windows
             .iter_mut()

@@ -108,6 +108,12 @@ impl TsmModel {
         self.lock().mem.shared_pages()
     }
 
+    /// Ranges of VMM (user) memory the host has pinned and not unpinned. Zero after every
+    /// TVM was torn down.
+    pub fn pinned_user_ranges(&self) -> usize {
+        self.lock().mem.pinned_ranges()
+    }
+
     /// Live TVMs.
     pub fn tvm_count(&self) -> usize {
         self.lock().tvms.len()

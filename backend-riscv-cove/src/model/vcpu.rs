@@ -197,6 +197,8 @@ pub(crate) enum Ecall {
     ForwardRegs(Pending, [u64; 8]),
     /// Forward and terminate the vCPU (SRST).
     Fatal,
+    /// HSM HART_STOP: power this vCPU off and tell the host (resumable for the VM).
+    Stop,
     /// A guest buffer page is not mapped: report a guest page fault for it and re-execute the
     /// ECALL once the host mapped it.
     PageFault {
@@ -425,6 +427,7 @@ fn fwft_call(tvm: &Tvm, v: &mut VcpuState, fid: u32, a: [u64; 6]) -> Result<u64,
 
 /// HSM (SBI spec "Hart State Management"): HART_START is checked and forwarded with the start
 /// address and opaque masked (Salus forwards the HSM call to the host with PC/A1 masked);
+/// HART_STOP powers the calling vCPU off and is forwarded so the host stops running it;
 /// GET_STATUS is answered by the TSM.
 fn hsm_call(tvm: &Tvm, v: &VcpuState, fid: u32, a: [u64; 6]) -> Ecall {
     match fid {
@@ -443,6 +446,7 @@ fn hsm_call(tvm: &Tvm, v: &VcpuState, fid: u32, a: [u64; 6]) -> Ecall {
                 [a[0], 0, 0, 0, 0, 0, u64::from(fid), u64::from(abi::EID_HSM)],
             ),
         },
+        hsm::HART_STOP => Ecall::Stop,
         hsm::HART_GET_STATUS => Ecall::Ret(if a[0] == v.id {
             Ok(hsm::STATUS_STARTED)
         } else {
@@ -508,6 +512,19 @@ fn handle_trap(tvm: &mut Tvm, mem: &mut PhysMem, v: &mut VcpuState, t: Trap) -> 
             Ecall::Fatal => {
                 let gprs = guest_regs(&v.cpu);
                 Some(fatal(v, t.scause, gprs))
+            }
+            Ecall::Stop => {
+                // SBI HSM HART_STOP never returns to the caller: the hart is powered off and
+                // the host (which handles HSM, RFC 21/48) is told, like HART_START, so it stops
+                // scheduling the vCPU. A later HART_START powers it on again.
+                let gprs = guest_regs(&v.cpu);
+                v.status = VcpuStatus::PoweredOff;
+                v.pending = Pending::None;
+                Some(ExitReport {
+                    scause: t.scause,
+                    gprs,
+                    ..ExitReport::default()
+                })
             }
             Ecall::PageFault { gpa, store } => {
                 let cause = if store {

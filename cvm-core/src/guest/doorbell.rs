@@ -108,6 +108,8 @@ pub enum PlatformOp {
     SystemOff = 6,
     /// `Op::StartVcpu`.
     StartVcpu = 7,
+    /// `Op::StopVcpu`.
+    StopVcpu = 8,
 }
 
 impl PlatformOp {
@@ -121,6 +123,7 @@ impl PlatformOp {
             5 => PlatformOp::HostCall,
             6 => PlatformOp::SystemOff,
             7 => PlatformOp::StartVcpu,
+            8 => PlatformOp::StopVcpu,
             _ => return None,
         })
     }

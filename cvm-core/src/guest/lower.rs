@@ -209,7 +209,7 @@ pub fn lower(
     let prologue = platform.prologue(layout);
     lw.steps(&prologue, PlatformOp::Prologue, doorbell::PROLOGUE, None)?;
     lw.ops(&program.ops, 0)?;
-    if program.ops.last() != Some(&Op::SystemOff) {
+    if !matches!(program.ops.last(), Some(Op::SystemOff | Op::StopVcpu)) {
         lw.op(&Op::SystemOff, 0)?;
     }
     lw.e.bind(power_off);
@@ -303,7 +303,7 @@ fn validate_ops(ops: &[Op], slots: u8, depth: usize) -> Result<(), LowerError> {
                 }
                 check_slot(*slot, slots)?;
             }
-            Op::ReadMeasurement { .. } | Op::SystemOff | Op::StartVcpu { .. } => {}
+            Op::ReadMeasurement { .. } | Op::SystemOff | Op::StartVcpu { .. } | Op::StopVcpu => {}
         }
     }
     Ok(())
@@ -416,6 +416,15 @@ impl Lowering<'_> {
             Op::StartVcpu { vcpu, entry, arg } => {
                 let steps = p.start_vcpu(*vcpu, *entry, *arg)?;
                 self.steps(&steps, PlatformOp::StartVcpu, position, None)?;
+            }
+            Op::StopVcpu => {
+                // DONE first, so the runner knows a halt after this is the end, not a wait.
+                let steps = p.stop_vcpu()?;
+                self.report(doorbell::encode(Command::Done, 0, 0, 0), None, None);
+                let again = self.e.new_label();
+                self.e.bind(again);
+                self.steps(&steps, PlatformOp::StopVcpu, position, None)?;
+                self.e.jump(again);
             }
             Op::SystemOff => {
                 self.report(doorbell::encode(Command::Done, 0, 0, 0), None, None);

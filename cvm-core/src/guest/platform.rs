@@ -152,6 +152,15 @@ pub trait GuestPlatform {
         index: u8,
         layout: &Layout,
     ) -> Result<(Vec<PlatformStep>, usize), NotSupported>;
+    /// Steps that stop the calling vCPU without powering the VM off (PSCI CPU_OFF, SBI HSM
+    /// HART_STOP); the VMM then sees `VmExit::Halt`. They must not return.
+    fn stop_vcpu(&self) -> Result<Vec<PlatformStep>, NotSupported> {
+        Err(NotSupported {
+            op: "stop_vcpu",
+            platform: self.name(),
+            reason: "the platform does not describe how a vCPU stops itself",
+        })
+    }
     /// The `read_measurement` index of the register that holds the launch (image) measurement:
     /// CCA 0 (the RIM); CoVE 2 (TCG PCR2, the TVM pages). Default 0.
     fn launch_measurement_index(&self) -> u8 {

@@ -115,6 +115,9 @@ pub enum Op {
         /// First argument.
         arg: u64,
     },
+    /// Stop this vCPU only (PSCI CPU_OFF, SBI HSM HART_STOP, HLT); the program ends here and
+    /// the rest of the VM keeps running. Ends a secondary vCPU's program.
+    StopVcpu,
     /// Power the system off (the program ends).
     SystemOff,
 }
@@ -265,6 +268,11 @@ impl Program {
     /// Start secondary vCPU `vcpu` at `entry` with `arg`.
     pub fn start_vcpu(&mut self, vcpu: u32, entry: u64, arg: u64) -> &mut Self {
         self.push(Op::StartVcpu { vcpu, entry, arg })
+    }
+
+    /// Stop this vCPU (the program ends; the VM keeps running).
+    pub fn stop_vcpu(&mut self) -> &mut Self {
+        self.push(Op::StopVcpu)
     }
 
     /// Power off.

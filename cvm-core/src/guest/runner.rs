@@ -400,6 +400,20 @@ impl Runner {
                     Resume::HostCall(ret)
                 }
                 VmExit::SysReg { reg, .. } => Resume::SysReg(self.sysreg_answer(reg)),
+                // After DONE, a halt is a stopped vCPU (Op::StopVcpu): the program is over.
+                end @ VmExit::Halt if bell.done => {
+                    observe(&observed, &Resume::Done, &*vcpu);
+                    return Ok(RunOutcome {
+                        reports: bell.reports,
+                        exits,
+                        device_writes,
+                        conversions,
+                        host_calls,
+                        done: bell.done,
+                        powered_off: false,
+                        end,
+                    });
+                }
                 VmExit::Halt | VmExit::Interrupted => Resume::Done,
                 end @ (VmExit::SystemOff | VmExit::Reset | VmExit::Fault { .. }) => {
                     observe(&observed, &Resume::Done, &*vcpu);
