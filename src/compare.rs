@@ -576,7 +576,7 @@ pub fn render_svg(reports: &[BackendReport]) -> String {
     let lanes = ["guest", "firmware", "host", "VMM"];
     let lane_w = 190.0;
     let panel_w = lane_w * 4.0 + 40.0;
-    let height = 520.0;
+    let height = 360.0;
     let width = panel_w * reports.len().max(1) as f64;
     let mut s = String::new();
     let _ = writeln!(
@@ -651,7 +651,11 @@ pub fn render_svg(reports: &[BackendReport]) -> String {
                 0,
                 1,
                 vec![
-                    format!("load {} byte(s), signed", t.size),
+                    match r.info.arch {
+                        cvm_core::Arch::Aarch64 => "ldrsb x22, [x21]".to_string(),
+                        cvm_core::Arch::Riscv64 => "lb s5, 0(s4)".to_string(),
+                        cvm_core::Arch::X86_64 => "movsx r11, byte [r10]".to_string(),
+                    },
                     "stage-2 fault / trap".into(),
                 ],
             ),

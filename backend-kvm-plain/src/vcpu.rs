@@ -366,7 +366,7 @@ impl VcpuOps for KvmVcpu {
                     reg("mmio.len", u64::from(len)),
                     reg("mmio.is_write", 0),
                 ],
-                channel: "kvm_run.mmio.data (KVM writes the register on the next KVM_RUN)".into(),
+                channel: "kvm_run.mmio.data".into(),
             },
             RawExit::MmioWrite { addr, len, value } => ExitDetail {
                 reason: "KVM_EXIT_MMIO (store)".into(),
