@@ -235,6 +235,11 @@ fn run_one(
     runner.device_read(read_gpa, DEVICE_READ_VALUE);
 
     let mut mmio_read: Option<MmioTrace> = None;
+    // With a program of the user's, trace its first MMIO read wherever it is.
+    let custom = !program
+        .ops
+        .iter()
+        .any(|o| matches!(o, Op::MmioRead { addr, .. } if *addr == read_gpa));
     let mut conversion_calls = 0u64;
     let mut converted_pages = 0u64;
     let mut pending_conversion: Option<(Stats, u64)> = None;
@@ -253,7 +258,7 @@ fn run_one(
                     gpa,
                     size,
                     write: None,
-                } if *gpa == read_gpa && mmio_read.is_none() => {
+                } if mmio_read.is_none() && (*gpa == read_gpa || custom) => {
                     let answer = match resume {
                         Resume::MmioRead(a) => *a,
                         _ => 0,
@@ -651,10 +656,11 @@ pub fn render_svg(reports: &[BackendReport]) -> String {
                 0,
                 1,
                 vec![
-                    match r.info.arch {
-                        cvm_core::Arch::Aarch64 => "ldrsb x22, [x21]".to_string(),
-                        cvm_core::Arch::Riscv64 => "lb s5, 0(s4)".to_string(),
-                        cvm_core::Arch::X86_64 => "movsx r11, byte [r10]".to_string(),
+                    match (r.info.arch, t.size) {
+                        (cvm_core::Arch::Aarch64, 1) => "ldrsb x22, [x21]".to_string(),
+                        (cvm_core::Arch::Riscv64, 1) => "lb s5, 0(s4)".to_string(),
+                        (cvm_core::Arch::X86_64, 1) => "movsx r11, byte [r10]".to_string(),
+                        (_, n) => format!("{n}-byte load"),
                     },
                     "stage-2 fault / trap".into(),
                 ],
