@@ -409,29 +409,29 @@ pub mod exit_reason {
 
 /// RMI_FEATURES index 0 fields (RmiFeatureRegister0).
 pub mod feature0 {
-    /// S2SZ [7:0].
+    /// S2SZ \[7:0\].
     pub const S2SZ_SHIFT: u32 = 0;
-    /// LPA2 [8].
+    /// LPA2 \[8\].
     pub const LPA2: u64 = 1 << 8;
-    /// SVE_EN [9].
+    /// SVE_EN \[9\].
     pub const SVE_EN: u64 = 1 << 9;
-    /// SVE_VL [13:10].
+    /// SVE_VL \[13:10\].
     pub const SVE_VL_SHIFT: u32 = 10;
-    /// NUM_BPS [19:14].
+    /// NUM_BPS \[19:14\].
     pub const NUM_BPS_SHIFT: u32 = 14;
-    /// NUM_WPS [25:20].
+    /// NUM_WPS \[25:20\].
     pub const NUM_WPS_SHIFT: u32 = 20;
-    /// PMU_EN [26].
+    /// PMU_EN \[26\].
     pub const PMU_EN: u64 = 1 << 26;
-    /// PMU_NUM_CTRS [31:27].
+    /// PMU_NUM_CTRS \[31:27\].
     pub const PMU_NUM_CTRS_SHIFT: u32 = 27;
-    /// HASH_SHA_256 [32].
+    /// HASH_SHA_256 \[32\].
     pub const HASH_SHA_256: u64 = 1 << 32;
-    /// HASH_SHA_512 [33].
+    /// HASH_SHA_512 \[33\].
     pub const HASH_SHA_512: u64 = 1 << 33;
-    /// GICV3_NUM_LRS [37:34].
+    /// GICV3_NUM_LRS \[37:34\].
     pub const GICV3_NUM_LRS_SHIFT: u32 = 34;
-    /// MAX_RECS_ORDER [41:38].
+    /// MAX_RECS_ORDER \[41:38\].
     pub const MAX_RECS_ORDER_SHIFT: u32 = 38;
 
     /// Extracts `width` bits at `shift`.
@@ -548,7 +548,7 @@ pub struct RecEnter {
     /// RmiRecEnterFlags ([`enter_flags`]).
     pub flags: u64,
     _pad0: [u8; 0x200 - 0x8],
-    /// Registers handed to the RMM (GPRS[0]: MMIO read value / sysreg value; host-call results).
+    /// Registers handed to the RMM (GPRS\[0\]: MMIO read value / sysreg value; host-call results).
     pub gprs: [u64; REC_RUN_GPRS],
     _pad1: [u8; 0x300 - 0x2F8],
     /// GICv3 HCR.
@@ -578,7 +578,7 @@ pub struct RecExit {
     /// HPFAR_EL2.
     pub hpfar: u64,
     _pad1: [u8; 0x200 - 0x118],
-    /// Registers (GPRS[0]: MMIO write value; PSCI / host-call arguments).
+    /// Registers (GPRS\[0\]: MMIO write value; PSCI / host-call arguments).
     pub gprs: [u64; REC_RUN_GPRS],
     _pad2: [u8; 0x300 - 0x2F8],
     /// GICv3 HCR.
@@ -814,7 +814,7 @@ pub const ESR_NONEMU_MASK: u64 = ESR_EC_MASK | ESR_SET_MASK | esr::FNV | esr::EA
 /// ISV | SAS | SF | WnR (TF-RMM `exit.c` `ESR_EMULATED_ABORT_MASK`; spec/cca.md §3.2).
 pub const ESR_EMU_MASK: u64 = ESR_NONEMU_MASK | esr::ISV | ESR_SAS_MASK | esr::SF | esr::WNR;
 
-/// The IPA page held in HPFAR_EL2 (FIPA [43:4] = IPA[51:12]; spec/cca.md §3.1).
+/// The IPA page held in HPFAR_EL2 (FIPA \[43:4\] = IPA\[51:12\]; spec/cca.md §3.1).
 pub const fn hpfar_to_ipa(hpfar: u64) -> u64 {
     (hpfar & 0x0000_0FFF_FFFF_FFF0) << 8
 }
@@ -839,7 +839,7 @@ pub const fn sas_mask(sas: u8) -> u64 {
     }
 }
 
-/// MPIDR of REC index `idx` (inverse of TF-RMM `mpidr_to_rec_idx`: Aff0[3:0], Aff1, Aff2, Aff3;
+/// MPIDR of REC index `idx` (inverse of TF-RMM `mpidr_to_rec_idx`: Aff0\[3:0\], Aff1, Aff2, Aff3;
 /// `runtime/include/rec.h`).
 pub const fn rec_idx_to_mpidr(idx: u64) -> u64 {
     (idx & 0xF)

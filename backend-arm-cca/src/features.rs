@@ -45,7 +45,7 @@ pub const ID_REGS: &[IdReg] = &[
 ];
 
 /// ID_AA64PFR0_EL1 of the model host: EL0..EL3 AArch64 (1 each), FP/AdvSIMD not implemented
-/// (0xF), GICv3 system registers (1), RME (1, bits [55:52]).
+/// (0xF), GICv3 system registers (1), RME (1, bits \[55:52\]).
 pub const HOST_ID_AA64PFR0: u64 = 0x0010_0000_01FF_1111;
 /// RME field of ID_AA64PFR0_EL1.
 pub const PFR0_RME_MASK: u64 = 0xF << 52;

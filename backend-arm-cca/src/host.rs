@@ -4,35 +4,70 @@
 //!
 //! * `create_vm`: RMI_VERSION, RMI_FEATURES; delegate the RD and the concatenated root RTTs;
 //!   RMI_REALM_CREATE with s2sz, hash algorithm, SVE, PMU, breakpoints/watchpoints and RPV.
-//! * `add_memory(Private)`: RTTs, then RMI_RTT_INIT_RIPAS over the region (RTT policy below).
+//! * `add_memory(Private)`: RTTs, then RMI_RTT_INIT_RIPAS over the region (RTT policy below),
+//!   and a host-side shared backing of the region's size (a memfd: the memslot's userspace
+//!   memory, in KVM terms), attached as NS host RAM but mapped nowhere until the realm shares
+//!   a range.
 //! * `add_memory(Shared)`: the VMM memory becomes host RAM; RMI_RTT_MAP_UNPROTECTED of it at the
 //!   unprotected alias (`gpa | 1 << (s2sz − 1)`), largest blocks first.
-//! * `load` into private memory: per 4 KiB page, RMI_DATA_CREATE (MEASURE_CONTENT when measured,
-//!   NO_MEASURE_CONTENT otherwise) from an NS source page, **in call order** — the RIM therefore
-//!   follows the VMM's order of `add_memory`, `load` and `create_vcpu`; following CRM's
-//!   reference order (RAM, images ascending, vCPUs) gives CRM-compatible RIMs. A load into a
-//!   page that was already populated is refused (the realm owns it).
-//! * `create_vcpu`: 16 aux granules (RMI_REC_AUX_COUNT), RMI_REC_CREATE (RUNNABLE for the boot
-//!   vCPU only, MPIDR from the vCPU index), an NS run page.
-//! * `finalize`: RMI_REALM_ACTIVATE.
+//! * `load` into private memory is **validated and buffered**: the range must not overlap a
+//!   buffered load or a populated page ([`LoadOverlap`] otherwise, at the call). Nothing is
+//!   issued to the RMM until `finalize`.
+//! * `create_vcpu` is recorded (entry, arguments, RUNNABLE for the boot vCPU only, MPIDR from
+//!   the vCPU index); its REC is created at `finalize`.
+//! * `finalize` issues the launch in **CRM's reference order** (spec/cca.md §2.3, CRM
+//!   `docs/realm-vm.md`, `realm_config.rs compute_rim`; QEMU's rme-guest sorts its measured
+//!   images the same way "to help a verifier independently calculate the RIM"):
+//!   1. (RMI_REALM_CREATE and RMI_RTT_INIT_RIPAS over all RAM happened at `create_vm` /
+//!      `add_memory`, so they precede everything below whatever the VMM's call order);
+//!   2. measured loads, RMI_DATA_CREATE(MEASURE_CONTENT) per 4 KiB page in ascending IPA;
+//!   3. the RECs in vCPU order: 16 aux granules (RMI_REC_AUX_COUNT), RMI_REC_CREATE, an NS run
+//!      page;
+//!   4. unmeasured loads, RMI_DATA_CREATE(NO_MEASURE_CONTENT) in ascending IPA (their IPA and
+//!      flags still enter the RIM, content does not);
+//!   5. RMI_REALM_ACTIVATE.
+//!
+//!   The measurement log records the events in the order they were issued, so `replay(log)`
+//!   equals the RMM's RIM. A VMM's RIM therefore depends only on *what* it loads and creates,
+//!   not on its call order. If `finalize` fails part-way, what was issued stays issued and
+//!   logged (teardown releases it); what was not stays buffered, and a retried `finalize`
+//!   continues from there. The host's [`measurement`](VmOps::measurement) before `finalize`
+//!   covers only what has been issued.
 //! * Private RAM the realm touches before it was loaded is populated on demand with
 //!   RMI_DATA_CREATE_UNKNOWN (as KVM does from guest_memfd).
+//! * Guest conversions (RSI_IPA_STATE_SET → RIPAS_CHANGE exit → `ConvertMemory`), when accepted:
+//!   to shared (EMPTY): RMI_RTT_SET_RIPAS, RMI_DATA_DESTROY + undelegate of the pages, then
+//!   RMI_RTT_MAP_UNPROTECTED of the region's shared backing at the unprotected alias (as KVM
+//!   maps the memslot's shared pages), so the realm's accesses through the alias hit memory and
+//!   the VMM sees the same bytes in [`shared_memory`](VmOps::shared_memory) at the device-view
+//!   GPA (a `MAP_SHARED` view of the memfd per shared run, rebuilt at each conversion, so a
+//!   private GPA never appears there); to private (RAM): RMI_RTT_UNMAP_UNPROTECTED of the
+//!   alias first, then
+//!   RMI_RTT_SET_RIPAS (the pages are populated again on first touch). A block mapping that a
+//!   conversion cuts is split first (RMI_RTT_CREATE under it), so the rest stays mapped.
 //! * `destroy`: RECs, data, unprotected mappings, RTTs (deepest first), the realm; every
-//!   granule is undelegated and freed.
+//!   granule is undelegated and freed, every attached backing detached.
 //!
 //! **RTT policy** (KVM `find_map_level`, CRM `realm.rs find_block_size`): walk the range in
 //! ascending IPA; at each address use the largest block (level ≥ the start level for RIPAS, ≥ 2
-//! for unprotected mappings) that is aligned and fits, creating the tables above it. Data needs
-//! level-3 tables, created when the first page of a block is loaded. The RIPAS descriptors, one
-//! per entry at the walk level, enter the log as `ripas` events.
+//! for unprotected mappings) that is aligned and fits and is not already split by a deeper
+//! table, creating the tables above it. Data needs level-3 tables, created when the first page
+//! of a block is loaded. The RIPAS descriptors, one per entry at the walk level, enter the log
+//! as `ripas` events.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cvm_core::vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use cvm_core::vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    MmapRegion,
+};
 use cvm_core::{
-    Content, Error, FeatureDef, HashAlgorithm, Measure, Measurement, MeasurementEvent,
+    Content, Error, ExitDetail, FeatureDef, HashAlgorithm, Measure, Measurement, MeasurementEvent,
     MeasurementLog, MemoryKind, MemoryRegion, RealmParamsLog, Result, Resume, VcpuInit, VcpuOps,
     VmExit, VmOps, VmShared,
 };
@@ -134,20 +169,85 @@ impl RealmSetup {
     }
 }
 
-/// One REC as the host tracks it.
-#[derive(Debug)]
-struct RecHandle {
+/// The granules of a REC that RMI_REC_CREATE accepted.
+#[derive(Debug, Clone)]
+struct RecGranules {
     pa: u64,
     aux: Vec<u64>,
     run: u64,
+}
+
+/// One vCPU as the host tracks it: recorded at `create_vcpu`, its REC created at `finalize`.
+#[derive(Debug)]
+struct RecHandle {
     mpidr: u64,
+    init: VcpuInit,
+    /// `Some` from RMI_REC_CREATE until RMI_REC_DESTROY.
+    granules: Mutex<Option<RecGranules>>,
     runnable: AtomicBool,
 }
 
+impl RecHandle {
+    fn granules(&self) -> Option<RecGranules> {
+        self.granules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// VMM memory attached as NS host RAM.
 #[derive(Debug)]
 struct SharedRegion {
     pa: u64,
     guest: Arc<GuestRegionMmap>,
+}
+
+/// A private RAM region and its host-side shared backing.
+#[derive(Debug)]
+struct PrivateRegion {
+    region: MemoryRegion,
+    /// The shared backing: a memfd of the region's size (KVM: the memslot's userspace memory),
+    /// mapped whole as the RMM's NS window.
+    file: File,
+    /// The window's PA.
+    pa: u64,
+    /// VMM views (`MAP_SHARED` mappings of `file`) of exactly the ranges now shared, so
+    /// private GPAs never appear in `shared_memory()`.
+    views: Vec<Arc<GuestRegionMmap>>,
+}
+
+/// A private-memory load buffered until `finalize`.
+#[derive(Debug)]
+struct PendingLoad {
+    /// From the first page's start: zeros up to the load's offset, then the bytes.
+    image: Vec<u8>,
+    measure: Measure,
+}
+
+impl PendingLoad {
+    fn end(&self, first: u64) -> u64 {
+        first + (self.image.len() as u64).next_multiple_of(GRANULE_SIZE)
+    }
+}
+
+/// A private-memory load that overlaps another load or a populated page (refused at the call).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "load of [{start:#x}, {end:#x}) overlaps {what} [{other_start:#x}, {other_end:#x}) \
+     (loads are page granular; the realm owns a page once it is populated)"
+)]
+pub struct LoadOverlap {
+    /// First page of the refused load.
+    pub start: u64,
+    /// End of its last page.
+    pub end: u64,
+    /// What it overlaps: `"a measured load"`, `"an unmeasured load"` or `"a populated page"`.
+    pub what: &'static str,
+    /// Start of the other range.
+    pub other_start: u64,
+    /// End of the other range.
+    pub other_end: u64,
 }
 
 /// Host bookkeeping of one realm.
@@ -162,10 +262,15 @@ struct HostRealm {
     rtts: BTreeMap<(i8, u64), u64>,
     /// DATA granules by IPA.
     data: BTreeMap<u64, u64>,
-    /// Unprotected mappings: IPA → level.
-    ns_maps: BTreeMap<u64, i8>,
+    /// Unprotected mappings: alias IPA → (level, output PA).
+    ns_maps: BTreeMap<u64, (i8, u64)>,
+    /// Shared regions by GPA.
     shared: BTreeMap<u64, SharedRegion>,
-    private: Vec<MemoryRegion>,
+    /// Private regions by GPA.
+    private: BTreeMap<u64, PrivateRegion>,
+    /// Loads waiting for `finalize`, by first page IPA.
+    pending: BTreeMap<u64, PendingLoad>,
+    /// vCPUs in index order.
     recs: Vec<Arc<RecHandle>>,
     log: MeasurementLog,
     /// Delegated granules whose undelegation failed; retried by teardown.
@@ -348,36 +453,160 @@ impl VmInner {
             // The block's host PA must be aligned like the IPA (windows are 2 MiB congruent).
             let out = pa + (ipa - start);
             let level = if out % map_size(level) != 0 { 3 } else { level };
+            // A range an earlier conversion split keeps its deeper table: map at that level.
+            let level = level.max(st.walk_level(ipa));
             self.ensure_tables(st, ipa, level)?;
             self.client()
                 .rtt_map_unprotected(st.rd, ipa, level, out | NS_DESC_ATTR_MASK)?;
-            st.ns_maps.insert(ipa, level);
+            st.ns_maps.insert(ipa, (level, out));
             ipa += map_size(level);
         }
         Ok(())
     }
 
+    /// The unprotected mappings overlapping alias IPAs `[a, b)`, ascending: (IPA, level, PA).
+    fn ns_overlapping(st: &HostRealm, a: u64, b: u64) -> Vec<(u64, i8, u64)> {
+        let mut hits = Vec::new();
+        // Mappings never overlap each other: walk down from `b` until one ends at or before `a`.
+        for (&ipa, &(level, pa)) in st.ns_maps.range(..b).rev() {
+            if ipa + map_size(level) <= a {
+                break;
+            }
+            hits.push((ipa, level, pa));
+        }
+        hits.reverse();
+        hits
+    }
+
+    /// Unmaps the unprotected alias of `[gpa, gpa + size)` (device view). A block that extends
+    /// past the range is first split with RMI_RTT_CREATE, whose new table inherits the mapping
+    /// page by page (TF-RMM `rtt.c smc_rtt_create`, `s2tt_init_assigned_ns`), so the rest of
+    /// it stays mapped. Unmapping continues past errors and reports the first.
     fn unmap_shared(&self, st: &mut HostRealm, gpa: u64, size: u64) -> Result<()> {
         let top = st.top_bit();
-        let keys: Vec<(u64, i8)> = st
-            .ns_maps
-            .range(gpa | top..(gpa | top) + size)
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        let mut first = Ok(());
-        for (ipa, level) in keys {
-            match self.client().rtt_unmap_unprotected(st.rd, ipa, level) {
-                Ok(_) => {
-                    st.ns_maps.remove(&ipa);
-                }
-                Err(e) => {
-                    if first.is_ok() {
-                        first = Err(e.into());
+        let (a, b) = (gpa | top, (gpa | top) + size);
+        loop {
+            let hits = Self::ns_overlapping(st, a, b);
+            let partial = hits
+                .iter()
+                .find(|(ipa, level, _)| *ipa < a || ipa + map_size(*level) > b)
+                .copied();
+            let Some((ipa, level, pa)) = partial else {
+                let mut first = Ok(());
+                for (ipa, level, _) in hits {
+                    match self.client().rtt_unmap_unprotected(st.rd, ipa, level) {
+                        Ok(_) => {
+                            st.ns_maps.remove(&ipa);
+                        }
+                        Err(e) => {
+                            if first.is_ok() {
+                                first = Err(e.into());
+                            }
+                        }
                     }
                 }
+                return first;
+            };
+            // `a` and `b` are page aligned, so only blocks (level < 3) straddle them.
+            if level >= 3 {
+                return Err(Error::InvalidArgument(format!(
+                    "unmap of [{gpa:#x}, +{size:#x}) is not page aligned"
+                )));
+            }
+            let child = level + 1;
+            self.ensure_tables(st, ipa, child)?;
+            st.ns_maps.remove(&ipa);
+            let step = map_size(child);
+            for i in 0..map_size(level) / step {
+                st.ns_maps.insert(ipa + i * step, (child, pa + i * step));
             }
         }
-        first
+    }
+
+    /// Maps the shared backing of the private RAM in `[base, end)` at the unprotected alias,
+    /// leaving parts that are already mapped as they are (KVM maps the memslot's shared pages
+    /// when a range becomes shared). IPAs outside private regions have no backing and stay
+    /// unmapped (the realm's accesses there are MMIO).
+    fn map_backing(&self, st: &mut HostRealm, base: u64, end: u64) -> Result<()> {
+        let top = st.top_bit();
+        let spans: Vec<(u64, u64, u64)> = st
+            .private
+            .values()
+            .filter_map(|p| {
+                let s = base.max(p.region.gpa);
+                let e = end.min(p.region.end());
+                (s < e).then(|| (s, e, p.pa + (s - p.region.gpa)))
+            })
+            .collect();
+        for (s, e, pa) in spans {
+            let mut cur = s;
+            for (ipa, level, _) in Self::ns_overlapping(st, s | top, e | top) {
+                let (ms, me) = (ipa & !top, (ipa & !top) + map_size(level));
+                if ms > cur {
+                    self.map_shared(st, cur, ms - cur, pa + (cur - s))?;
+                }
+                cur = cur.max(me);
+            }
+            if cur < e {
+                self.map_shared(st, cur, e - cur, pa + (cur - s))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmaps the unprotected alias of the private RAM in `[base, end)` (shared regions'
+    /// mappings are the VMM's and stay).
+    fn unmap_backing(&self, st: &mut HostRealm, base: u64, end: u64) -> Result<()> {
+        let spans: Vec<(u64, u64)> = st
+            .private
+            .values()
+            .filter_map(|p| {
+                let s = base.max(p.region.gpa);
+                let e = end.min(p.region.end());
+                (s < e).then_some((s, e))
+            })
+            .collect();
+        for (s, e) in spans {
+            self.unmap_shared(st, s, e - s)?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the VMM views of the private regions overlapping `[base, end)`: one mapping of
+    /// the backing per run of the alias that is mapped.
+    fn refresh_views(&self, st: &mut HostRealm, base: u64, end: u64) -> Result<()> {
+        let top = st.top_bit();
+        let gpas: Vec<u64> = st
+            .private
+            .values()
+            .filter(|p| p.region.gpa < end && base < p.region.end())
+            .map(|p| p.region.gpa)
+            .collect();
+        for gpa in gpas {
+            let Some(p) = st.private.get(&gpa) else {
+                continue;
+            };
+            let (start, stop) = (p.region.gpa, p.region.end());
+            let mut runs: Vec<(u64, u64)> = Vec::new();
+            for (ipa, level, _) in Self::ns_overlapping(st, start | top, stop | top) {
+                let (s, e) = (ipa & !top, (ipa & !top) + map_size(level));
+                match runs.last_mut() {
+                    Some(last) if last.1 == s => last.1 = e,
+                    _ => runs.push((s, e)),
+                }
+            }
+            let mut views = Vec::new();
+            for (s, e) in runs {
+                let mapping = map_file(&p.file, s - start, e - s)?;
+                let view = GuestRegionMmap::new(mapping, GuestAddress(s))
+                    .ok_or_else(|| Error::InvalidArgument("view overflows".into()))?;
+                views.push(Arc::new(view));
+            }
+            if let Some(p) = st.private.get_mut(&gpa) {
+                p.views = views;
+            }
+        }
+        Ok(())
     }
 
     /// DATA_DESTROY + release of the data granules in `[gpa, gpa + size)`.
@@ -409,7 +638,12 @@ impl VmInner {
     /// the IPA is not private RAM the realm may use.
     fn populate(&self, ipa: u64) -> Result<bool> {
         let mut st = self.lock();
-        if st.destroyed || !st.private.iter().any(|r| r.contains(ipa, GRANULE_SIZE)) {
+        if st.destroyed
+            || !st
+                .private
+                .values()
+                .any(|p| p.region.contains(ipa, GRANULE_SIZE))
+        {
             return Ok(false);
         }
         if st.data.contains_key(&ipa) {
@@ -433,6 +667,155 @@ impl VmInner {
         Ok(true)
     }
 
+    /// RMI_DATA_CREATE of the buffered loads of kind `measure`, ascending IPA, one event per
+    /// load in the log. A load that fails part-way is logged for the pages that were created
+    /// and keeps the rest buffered.
+    fn issue_loads(&self, st: &mut HostRealm, measure: Measure) -> Result<()> {
+        let firsts: Vec<u64> = st
+            .pending
+            .iter()
+            .filter(|(_, p)| p.measure == measure)
+            .map(|(k, _)| *k)
+            .collect();
+        if firsts.is_empty() {
+            return Ok(());
+        }
+        let flags = match measure {
+            Measure::Yes => RMI_MEASURE_CONTENT,
+            Measure::No => RMI_NO_MEASURE_CONTENT,
+        };
+        let src = self.rmi.alloc_ns_granules(1)?;
+        let mut result = Ok(());
+        for first in firsts {
+            let Some(load) = st.pending.remove(&first) else {
+                continue;
+            };
+            let mut done = 0usize;
+            for chunk in load.image.chunks(GRANULE_SIZE as usize) {
+                let ipa = first + (done as u64) * GRANULE_SIZE;
+                let mut page = [0u8; GRANULE_SIZE as usize];
+                page[..chunk.len()].copy_from_slice(chunk);
+                let r = (|| -> Result<()> {
+                    self.ensure_tables(st, ipa, 3)?;
+                    self.rmi.write_ns(src, &page)?;
+                    let data = self.delegated()?;
+                    if let Err(e) = self.client().data_create(st.rd, data, ipa, src, flags) {
+                        self.release_quietly(st, data);
+                        return Err(e.into());
+                    }
+                    st.data.insert(ipa, data);
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    result = Err(e);
+                    break;
+                }
+                done += 1;
+            }
+            let split = (done * GRANULE_SIZE as usize).min(load.image.len());
+            let (issued, rest) = load.image.split_at(split);
+            if !issued.is_empty() {
+                st.log.events.push(MeasurementEvent::Data {
+                    ipa: first,
+                    measured: measure == Measure::Yes,
+                    content: Content::bytes(issued.to_vec()),
+                });
+            }
+            if result.is_err() {
+                if !rest.is_empty() {
+                    st.pending.insert(
+                        first + split as u64,
+                        PendingLoad {
+                            image: rest.to_vec(),
+                            measure,
+                        },
+                    );
+                }
+                break;
+            }
+        }
+        let _ = self.rmi.free_ns_granule(src);
+        result
+    }
+
+    /// RMI_REC_CREATE of the recorded vCPUs that have no REC yet, in index order (the RMM
+    /// requires MPIDRs in REC-index order: TF-RMM `runtime/rmi/rec.c`).
+    fn create_recs(&self, st: &mut HostRealm) -> Result<()> {
+        let todo: Vec<Arc<RecHandle>> = st
+            .recs
+            .iter()
+            .filter(|r| r.granules().is_none())
+            .cloned()
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let c = self.client();
+        let aux_count = c.rec_aux_count(st.rd)?;
+        for rec in todo {
+            let mut granules = Vec::new();
+            let created = (|| -> Result<RecGranules> {
+                let pa = self.delegated()?;
+                granules.push(pa);
+                for _ in 0..aux_count {
+                    granules.push(self.delegated()?);
+                }
+                let mut p = RecParams::zeroed();
+                p.flags = if rec.init.runnable {
+                    REC_FLAG_RUNNABLE
+                } else {
+                    0
+                };
+                p.mpidr = rec.mpidr;
+                p.pc = rec.init.entry;
+                for (d, s) in p.gprs.iter_mut().zip(&rec.init.args) {
+                    *d = *s;
+                }
+                p.num_aux = aux_count;
+                for (d, s) in p.aux.iter_mut().zip(&granules[1..]) {
+                    *d = *s;
+                }
+                let params = self.rmi.alloc_ns_granules(1)?;
+                let r = self
+                    .rmi
+                    .write_ns(params, p.as_bytes())
+                    .map_err(Error::from)
+                    .and_then(|()| c.rec_create(st.rd, pa, params).map_err(Error::from));
+                let _ = self.rmi.free_ns_granule(params);
+                r?;
+                let run = match self.rmi.alloc_ns_granules(1) {
+                    Ok(run) => run,
+                    Err(e) => {
+                        let _ = c.rec_destroy(pa);
+                        return Err(e.into());
+                    }
+                };
+                Ok(RecGranules {
+                    pa,
+                    aux: granules[1..].to_vec(),
+                    run,
+                })
+            })();
+            match created {
+                Ok(g) => {
+                    *rec.granules.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
+                    st.log.events.push(MeasurementEvent::Rec {
+                        runnable: rec.init.runnable,
+                        pc: rec.init.entry,
+                        gprs: rec.init.args.clone(),
+                    });
+                }
+                Err(e) => {
+                    for pa in granules {
+                        self.release_quietly(st, pa);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Tears everything down; continues past errors and reports the first.
     fn teardown(&self) -> Result<()> {
         let mut st = self.lock();
@@ -453,23 +836,29 @@ impl VmInner {
             note(self.release_or_keep(&mut st, pa));
         }
         // Whatever fails stays tracked, so a later destroy (e.g. on drop) retries it.
-        let mut kept = Vec::new();
-        for rec in std::mem::take(&mut st.recs) {
-            match c.rec_destroy(rec.pa) {
+        st.pending.clear();
+        let mut recs_left = false;
+        for rec in st.recs.clone() {
+            let mut slot = rec.granules.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(g) = slot.clone() else {
+                continue;
+            };
+            match c.rec_destroy(g.pa) {
                 Ok(()) => {
-                    note(self.release_or_keep(&mut st, rec.pa));
-                    for a in &rec.aux {
+                    *slot = None;
+                    drop(slot);
+                    note(self.release_or_keep(&mut st, g.pa));
+                    for a in &g.aux {
                         note(self.release_or_keep(&mut st, *a));
                     }
-                    note(self.rmi.free_ns_granule(rec.run).map_err(Error::from));
+                    note(self.rmi.free_ns_granule(g.run).map_err(Error::from));
                 }
                 Err(e) => {
                     note(Err(e.into()));
-                    kept.push(rec);
+                    recs_left = true;
                 }
             }
         }
-        st.recs = kept;
         note(self.destroy_data(&mut st, 0, u64::MAX));
         let unprotected = st.top_bit();
         note(self.unmap_shared(&mut st, 0, unprotected));
@@ -485,7 +874,7 @@ impl VmInner {
                 Err(e) => note(Err(e.into())),
             }
         }
-        if st.recs.is_empty() && st.rtts.is_empty() {
+        if !recs_left && st.rtts.is_empty() {
             match c.realm_destroy(st.rd) {
                 Ok(()) => {
                     let rd = st.rd;
@@ -505,6 +894,13 @@ impl VmInner {
                 if let Err(e) = self.rmi.detach_ns_memory(s.pa) {
                     note(Err(e.into()));
                     st.shared.insert(gpa, s);
+                }
+            }
+            let private = std::mem::take(&mut st.private);
+            for (gpa, p) in private {
+                if let Err(e) = self.rmi.detach_ns_memory(p.pa) {
+                    note(Err(e.into()));
+                    st.private.insert(gpa, p);
                 }
             }
         }
@@ -566,7 +962,8 @@ impl CcaVm {
                     data: BTreeMap::new(),
                     ns_maps: BTreeMap::new(),
                     shared: BTreeMap::new(),
-                    private: Vec::new(),
+                    private: BTreeMap::new(),
+                    pending: BTreeMap::new(),
                     recs: Vec::new(),
                     log,
                     loose: Vec::new(),
@@ -639,39 +1036,82 @@ impl CcaVm {
     }
 }
 
+/// `memfd_create` + `ftruncate(size)`: the shared backing of a private region.
+fn memfd(size: u64) -> Result<File> {
+    // SAFETY: the name is a NUL-terminated C string literal and the flags are valid; the call
+    // touches no memory of ours.
+    let raw = unsafe { libc::memfd_create(c"cvm-cca-shared".as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(Error::os("memfd_create", std::io::Error::last_os_error()));
+    }
+    // SAFETY: memfd_create returned a new fd that nothing else owns.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    file.set_len(size).map_err(|e| Error::os("ftruncate", e))?;
+    Ok(file)
+}
+
+/// A `MAP_SHARED` mapping of `len` bytes of `file` from `offset`.
+fn map_file(file: &File, offset: u64, len: u64) -> Result<MmapRegion> {
+    let len = usize::try_from(len).map_err(|_| Error::InvalidArgument("range too large".into()))?;
+    let fd = file.try_clone().map_err(|e| Error::os("dup", e))?;
+    MmapRegion::from_file(FileOffset::new(fd, offset), len)
+        .map_err(|e| Error::os("mmap", std::io::Error::other(e.to_string())))
+}
+
+/// The shared backing of a private region: a memfd, mapped whole and attached as NS host RAM
+/// (2 MiB congruent with the GPA, so block mappings are possible); no VMM view yet.
+fn attach_private_backing(rmi: &dyn Rmi, region: &MemoryRegion) -> Result<PrivateRegion> {
+    let file = memfd(region.size)?;
+    let mapping = Arc::new(map_file(&file, 0, region.size)?);
+    let pa = rmi.attach_ns_memory(mapping, region.gpa)?;
+    Ok(PrivateRegion {
+        region: *region,
+        file,
+        pa,
+        views: Vec::new(),
+    })
+}
+
+/// Allocates VMM memory for `region` and attaches it as NS host RAM (2 MiB congruent with the
+/// GPA, so block mappings are possible).
+fn attach_backing(rmi: &dyn Rmi, region: &MemoryRegion) -> Result<SharedRegion> {
+    let size = usize::try_from(region.size)
+        .map_err(|_| Error::InvalidArgument("region too large".into()))?;
+    let mapping = Arc::new(
+        MmapRegion::new(size)
+            .map_err(|e| Error::os("mmap", std::io::Error::other(e.to_string())))?,
+    );
+    let guest = GuestRegionMmap::with_arc(Arc::clone(&mapping), GuestAddress(region.gpa))
+        .ok_or_else(|| Error::InvalidArgument("region overflows".into()))?;
+    let pa = rmi.attach_ns_memory(mapping, region.gpa)?;
+    Ok(SharedRegion {
+        pa,
+        guest: Arc::new(guest),
+    })
+}
+
 impl VmOps for CcaVm {
     fn add_memory(&self, region: &MemoryRegion) -> Result<()> {
         let vm = &*self.inner;
         let mut st = vm.lock();
         match region.kind {
             MemoryKind::Private => {
-                vm.init_ripas(&mut st, region.gpa, region.end())?;
-                st.private.push(*region);
+                let private = attach_private_backing(&*vm.rmi, region)?;
+                if let Err(e) = vm.init_ripas(&mut st, region.gpa, region.end()) {
+                    let _ = vm.rmi.detach_ns_memory(private.pa);
+                    return Err(e);
+                }
+                st.private.insert(region.gpa, private);
                 Ok(())
             }
             MemoryKind::Shared => {
-                let size = usize::try_from(region.size)
-                    .map_err(|_| Error::InvalidArgument("region too large".into()))?;
-                let mapping = Arc::new(
-                    MmapRegion::new(size)
-                        .map_err(|e| Error::os("mmap", std::io::Error::other(e.to_string())))?,
-                );
-                let guest =
-                    GuestRegionMmap::with_arc(Arc::clone(&mapping), GuestAddress(region.gpa))
-                        .ok_or_else(|| Error::InvalidArgument("region overflows".into()))?;
-                let pa = vm.rmi.attach_ns_memory(mapping, region.gpa)?;
-                if let Err(e) = vm.map_shared(&mut st, region.gpa, region.size, pa) {
+                let backing = attach_backing(&*vm.rmi, region)?;
+                if let Err(e) = vm.map_shared(&mut st, region.gpa, region.size, backing.pa) {
                     let _ = vm.unmap_shared(&mut st, region.gpa, region.size);
-                    let _ = vm.rmi.detach_ns_memory(pa);
+                    let _ = vm.rmi.detach_ns_memory(backing.pa);
                     return Err(e);
                 }
-                st.shared.insert(
-                    region.gpa,
-                    SharedRegion {
-                        pa,
-                        guest: Arc::new(guest),
-                    },
-                );
+                st.shared.insert(region.gpa, backing);
                 Ok(())
             }
         }
@@ -682,8 +1122,16 @@ impl VmOps for CcaVm {
         let mut st = vm.lock();
         match region.kind {
             MemoryKind::Private => {
+                st.pending
+                    .retain(|first, _| !region.contains(*first, GRANULE_SIZE));
+                vm.unmap_shared(&mut st, region.gpa, region.size)?;
                 vm.destroy_data(&mut st, region.gpa, region.size)?;
-                st.private.retain(|r| r.gpa != region.gpa);
+                if let Some(p) = st.private.remove(&region.gpa) {
+                    if let Err(e) = vm.rmi.detach_ns_memory(p.pa) {
+                        st.private.insert(region.gpa, p);
+                        return Err(e.into());
+                    }
+                }
                 Ok(())
             }
             MemoryKind::Shared => {
@@ -696,11 +1144,23 @@ impl VmOps for CcaVm {
         }
     }
 
+    /// The shared regions, and the ranges of private regions the realm has shared (RIPAS EMPTY,
+    /// backing mapped at the unprotected alias) at their device-view GPAs. Private GPAs never
+    /// appear.
     fn shared_memory(&self) -> GuestMemoryMmap {
         let st = self.st();
-        let regions: Vec<Arc<GuestRegionMmap>> =
-            st.shared.values().map(|s| Arc::clone(&s.guest)).collect();
-        GuestMemoryMmap::from_arc_regions(regions).unwrap_or_default()
+        let regions: BTreeMap<u64, Arc<GuestRegionMmap>> = st
+            .shared
+            .iter()
+            .map(|(gpa, s)| (*gpa, Arc::clone(&s.guest)))
+            .chain(
+                st.private
+                    .values()
+                    .flat_map(|p| p.views.iter())
+                    .map(|v| (v.start_addr().0, Arc::clone(v))),
+            )
+            .collect();
+        GuestMemoryMmap::from_arc_regions(regions.into_values().collect()).unwrap_or_default()
     }
 
     fn load(&self, region: &MemoryRegion, gpa: u64, bytes: &[u8], measure: Measure) -> Result<()> {
@@ -720,129 +1180,64 @@ impl VmOps for CcaVm {
                 )
                 .map_err(|e| Error::InvalidArgument(format!("shared load failed: {e}")));
         }
+        // Validated now, issued at finalize (in CRM's order; see the module docs).
         let first = gpa & !(GRANULE_SIZE - 1);
         let offset = (gpa - first) as usize;
         let mut image = vec![0u8; offset];
         image.extend_from_slice(bytes);
-        let pages = image.len().div_ceil(GRANULE_SIZE as usize) as u64;
-        if let Some((ipa, _)) = st.data.range(first..first + pages * GRANULE_SIZE).next() {
-            return Err(Error::InvalidArgument(format!(
-                "private page {ipa:#x} is already populated; the host cannot write realm memory"
-            )));
-        }
-        let flags = match measure {
-            Measure::Yes => RMI_MEASURE_CONTENT,
-            Measure::No => RMI_NO_MEASURE_CONTENT,
+        let load = PendingLoad { image, measure };
+        let end = load.end(first);
+        let overlap = |what, other_start, other_end| {
+            Error::backend(LoadOverlap {
+                start: first,
+                end,
+                what,
+                other_start,
+                other_end,
+            })
         };
-        let src = vm.rmi.alloc_ns_granules(1)?;
-        let mut done = 0u64;
-        let mut result = Ok(());
-        for (k, chunk) in image.chunks(GRANULE_SIZE as usize).enumerate() {
-            let ipa = first + k as u64 * GRANULE_SIZE;
-            let mut page = [0u8; GRANULE_SIZE as usize];
-            page[..chunk.len()].copy_from_slice(chunk);
-            let r = (|| -> Result<()> {
-                vm.ensure_tables(&mut st, ipa, 3)?;
-                vm.rmi.write_ns(src, &page)?;
-                let data = vm.delegated()?;
-                if let Err(e) = vm.client().data_create(st.rd, data, ipa, src, flags) {
-                    vm.release_quietly(&mut st, data);
-                    return Err(e.into());
-                }
-                st.data.insert(ipa, data);
-                Ok(())
-            })();
-            if let Err(e) = r {
-                result = Err(e);
-                break;
+        if let Some((&ipa, _)) = st.data.range(first..end).next() {
+            return Err(overlap("a populated page", ipa, ipa + GRANULE_SIZE));
+        }
+        if let Some((&other, p)) = st.pending.range(..end).next_back() {
+            if p.end(other) > first {
+                let what = match p.measure {
+                    Measure::Yes => "a measured load",
+                    Measure::No => "an unmeasured load",
+                };
+                return Err(overlap(what, other, p.end(other)));
             }
-            done += 1;
         }
-        let _ = vm.rmi.free_ns_granule(src);
-        if done > 0 {
-            let len = image.len().min((done * GRANULE_SIZE) as usize);
-            image.truncate(len);
-            st.log.events.push(MeasurementEvent::Data {
-                ipa: first,
-                measured: measure == Measure::Yes,
-                content: Content::bytes(image),
-            });
-        }
-        result
+        st.pending.insert(first, load);
+        Ok(())
     }
 
     fn create_vcpu(&self, id: u32, init: &VcpuInit) -> Result<Box<dyn VcpuOps>> {
-        let vm = &self.inner;
-        let mut st = vm.lock();
-        let c = vm.client();
-        let aux_count = c.rec_aux_count(st.rd)?;
-        let mut granules = Vec::new();
-        let rec = (|| -> Result<RecHandle> {
-            let rec = vm.delegated()?;
-            granules.push(rec);
-            for _ in 0..aux_count {
-                granules.push(vm.delegated()?);
-            }
-            let mut p = RecParams::zeroed();
-            p.flags = if init.runnable { REC_FLAG_RUNNABLE } else { 0 };
-            p.mpidr = rec_idx_to_mpidr(u64::from(id));
-            p.pc = init.entry;
-            for (d, s) in p.gprs.iter_mut().zip(&init.args) {
-                *d = *s;
-            }
-            p.num_aux = aux_count;
-            for (d, s) in p.aux.iter_mut().zip(&granules[1..]) {
-                *d = *s;
-            }
-            let params = vm.rmi.alloc_ns_granules(1)?;
-            let r = vm
-                .rmi
-                .write_ns(params, p.as_bytes())
-                .map_err(Error::from)
-                .and_then(|()| c.rec_create(st.rd, rec, params).map_err(Error::from));
-            let _ = vm.rmi.free_ns_granule(params);
-            r?;
-            let run = match vm.rmi.alloc_ns_granules(1) {
-                Ok(run) => run,
-                Err(e) => {
-                    let _ = c.rec_destroy(rec);
-                    return Err(e.into());
-                }
-            };
-            Ok(RecHandle {
-                pa: rec,
-                aux: granules[1..].to_vec(),
-                run,
-                mpidr: p.mpidr,
-                runnable: AtomicBool::new(init.runnable),
-            })
-        })();
-        let rec = match rec {
-            Ok(r) => Arc::new(r),
-            Err(e) => {
-                for pa in granules {
-                    vm.release_quietly(&mut st, pa);
-                }
-                return Err(e);
-            }
-        };
-        st.log.events.push(MeasurementEvent::Rec {
-            runnable: init.runnable,
-            pc: init.entry,
-            gprs: init.args.clone(),
+        // Recorded now; RMI_REC_CREATE at finalize, after the measured data (CRM's order).
+        let rec = Arc::new(RecHandle {
+            mpidr: rec_idx_to_mpidr(u64::from(id)),
+            init: init.clone(),
+            granules: Mutex::new(None),
+            runnable: AtomicBool::new(init.runnable),
         });
-        st.recs.push(Arc::clone(&rec));
+        self.st().recs.push(Arc::clone(&rec));
         Ok(Box::new(CcaVcpu {
-            vm: Arc::clone(vm),
+            vm: Arc::clone(&self.inner),
             rec,
             saved_gprs: [0; 31],
             conversion: None,
+            last: None,
+            top: self.st().top_bit(),
         }))
     }
 
     fn finalize(&self) -> Result<()> {
-        let st = self.st();
-        self.inner.client().realm_activate(st.rd)?;
+        let vm = &*self.inner;
+        let mut st = vm.lock();
+        vm.issue_loads(&mut st, Measure::Yes)?;
+        vm.create_recs(&mut st)?;
+        vm.issue_loads(&mut st, Measure::No)?;
+        vm.client().realm_activate(st.rd)?;
         Ok(())
     }
 
@@ -885,6 +1280,112 @@ impl VmOps for CcaVm {
     }
 }
 
+/// The RecExit fields behind the last exit `run` returned, kept raw; [`VcpuOps::exit_detail`]
+/// formats them on demand.
+#[derive(Debug, Clone, Copy)]
+struct LastExit {
+    reason: u64,
+    esr: u64,
+    far: u64,
+    hpfar: u64,
+    gprs: [u64; 4],
+    ripas_base: u64,
+    ripas_top: u64,
+    ripas_value: u8,
+    imm: u32,
+}
+
+impl LastExit {
+    fn of(exit: &RecExit) -> Self {
+        Self {
+            reason: exit.exit_reason,
+            esr: exit.esr,
+            far: exit.far,
+            hpfar: exit.hpfar,
+            gprs: [exit.gprs[0], exit.gprs[1], exit.gprs[2], exit.gprs[3]],
+            ripas_base: exit.ripas_base,
+            ripas_top: exit.ripas_top,
+            ripas_value: exit.ripas_value,
+            imm: exit.imm,
+        }
+    }
+
+    /// RmiRecExit fields as the host saw them (spec/cca.md §1.6, §3.2), the transfer channel
+    /// of the value (DESIGN.md, exits table) and a native reason name.
+    fn detail(&self, unprotected_bit: u64) -> ExitDetail {
+        let reg = |name: &str, v: u64| (name.to_owned(), v);
+        let syndromes = vec![
+            reg("esr", self.esr),
+            reg("far", self.far),
+            reg("hpfar", self.hpfar),
+        ];
+        let (reason, registers, channel): (String, Vec<(String, u64)>, &str) = match self.reason {
+            exit_reason::SYNC => match esr::ec(self.esr) {
+                esr::EC_DABT_LOWER => {
+                    let mmio =
+                        hpfar_to_ipa(self.hpfar) & unprotected_bit != 0 && esr::isv(self.esr);
+                    let write = esr::wnr(self.esr);
+                    let mut regs = syndromes;
+                    let channel = match (mmio, write) {
+                        (true, true) => {
+                            regs.push(reg("gprs[0]", self.gprs[0]));
+                            "RecExit.gprs[0]"
+                        }
+                        (true, false) => "RecEntry.gprs[0] + EMULATED_MMIO",
+                        (false, _) => "",
+                    };
+                    ("RMI_EXIT_SYNC (data abort)".into(), regs, channel)
+                }
+                esr::EC_IABT_LOWER => ("RMI_EXIT_SYNC (instruction abort)".into(), syndromes, ""),
+                esr::EC_WFX => {
+                    let what = if self.esr & 1 == 0 { "WFI" } else { "WFE" };
+                    (
+                        format!("RMI_EXIT_SYNC ({what})"),
+                        vec![reg("esr", self.esr)],
+                        "",
+                    )
+                }
+                esr::EC_SYSREG => (
+                    "RMI_EXIT_SYNC (system register)".into(),
+                    vec![reg("esr", self.esr)],
+                    "RecEntry.gprs[0]",
+                ),
+                ec => (format!("RMI_EXIT_SYNC (EC {ec:#x})"), syndromes, ""),
+            },
+            exit_reason::IRQ => ("RMI_EXIT_IRQ".into(), Vec::new(), ""),
+            exit_reason::FIQ => ("RMI_EXIT_FIQ".into(), Vec::new(), ""),
+            exit_reason::PSCI => (
+                "RMI_EXIT_PSCI".into(),
+                (0..4)
+                    .map(|i| reg(&format!("gprs[{i}]"), self.gprs[i]))
+                    .collect(),
+                "RecExit.gprs[0..3]; RMI_PSCI_COMPLETE",
+            ),
+            exit_reason::RIPAS_CHANGE => (
+                "RMI_EXIT_RIPAS_CHANGE".into(),
+                vec![
+                    reg("ripas_base", self.ripas_base),
+                    reg("ripas_top", self.ripas_top),
+                    reg("ripas_value", u64::from(self.ripas_value)),
+                ],
+                "RMI_RTT_SET_RIPAS + RecEntry.flags.RIPAS_RESPONSE",
+            ),
+            exit_reason::HOST_CALL => (
+                "RMI_EXIT_HOST_CALL".into(),
+                vec![reg("imm", u64::from(self.imm))],
+                "RsiHostCall.gprs via RecExit.gprs / RecEntry.gprs",
+            ),
+            exit_reason::SERROR => ("RMI_EXIT_SERROR".into(), syndromes, ""),
+            other => (format!("RMI_EXIT_{other}"), syndromes, ""),
+        };
+        ExitDetail {
+            reason,
+            registers,
+            channel: channel.into(),
+        }
+    }
+}
+
 /// A REC driven by the host run loop.
 struct CcaVcpu {
     vm: Arc<VmInner>,
@@ -893,33 +1394,57 @@ struct CcaVcpu {
     saved_gprs: [u64; 31],
     /// The pending RIPAS change (base, top, to RAM).
     conversion: Option<(u64, u64, bool)>,
+    /// The RecExit behind the last exit returned (`None` if `run` did not enter).
+    last: Option<LastExit>,
+    /// The unprotected-IPA bit.
+    top: u64,
 }
 
 impl CcaVcpu {
-    fn enter(&self, enter: &RecEnter) -> Result<RecExit> {
+    fn enter(&self, g: &RecGranules, enter: &RecEnter) -> Result<RecExit> {
         let c = self.vm.client();
-        self.vm.rmi.write_ns(self.rec.run, enter.as_bytes())?;
-        c.rec_enter(self.rec.pa, self.rec.run)?;
+        self.vm.rmi.write_ns(g.run, enter.as_bytes())?;
+        c.rec_enter(g.pa, g.run)?;
         let mut buf = [0u8; 0x800];
-        self.vm.rmi.read_ns(self.rec.run + 0x800, &mut buf)?;
+        self.vm.rmi.read_ns(g.run + 0x800, &mut buf)?;
         RecExit::read_from_bytes(&buf)
             .map_err(|_| Error::InvalidArgument("malformed RecExit".into()))
     }
 
     /// Accepts a RIPAS change: RMI_RTT_SET_RIPAS until done (creating deeper RTTs where the
-    /// range splits a block); to-shared also releases the pages the range held, as KVM does.
-    fn apply_conversion(&self, base: u64, top: u64, to_ram: bool) -> Result<()> {
+    /// range splits a block). To shared (EMPTY): the pages the range held are released and the
+    /// region's shared backing is mapped at the unprotected alias; to private (RAM): the alias
+    /// is unmapped first (KVM: `realm_unmap_shared_range` before making pages private).
+    fn apply_conversion(&self, rec: u64, base: u64, top: u64, to_ram: bool) -> Result<()> {
         let vm = &self.vm;
         let mut st = vm.lock();
+        let r = self.convert_locked(&mut st, rec, base, top, to_ram);
+        // The VMM's views follow what is mapped, whatever happened.
+        let views = vm.refresh_views(&mut st, base, top);
+        r.and(views)
+    }
+
+    fn convert_locked(
+        &self,
+        st: &mut HostRealm,
+        rec: u64,
+        base: u64,
+        top: u64,
+        to_ram: bool,
+    ) -> Result<()> {
+        let vm = &self.vm;
+        if to_ram {
+            vm.unmap_backing(st, base, top)?;
+        }
         let mut addr = base;
         while addr < top {
-            match vm.client().rtt_set_ripas(st.rd, self.rec.pa, addr, top) {
+            match vm.client().rtt_set_ripas(st.rd, rec, addr, top) {
                 Ok(next) => addr = next,
                 Err(RmiError { code, index, .. })
                     if code == RmiStatus::ErrorRtt as u8 && index < 3 =>
                 {
                     let before = st.walk_level(addr);
-                    vm.ensure_tables(&mut st, addr, index as i8 + 1)?;
+                    vm.ensure_tables(st, addr, index as i8 + 1)?;
                     if st.walk_level(addr) == before {
                         break;
                     }
@@ -928,8 +1453,13 @@ impl CcaVcpu {
             }
         }
         if !to_ram {
-            // The pages are EMPTY now: give them back (KVM unmaps and frees them too).
-            vm.destroy_data(&mut st, base, addr - base)?;
+            // The pages are EMPTY now: give them back (KVM unmaps and frees them too) and
+            // let the realm reach the shared backing through the alias.
+            vm.destroy_data(st, base, addr - base)?;
+            vm.map_backing(st, base, addr)?;
+        } else if addr < top {
+            // What the RMM did not convert is still EMPTY, hence still shared.
+            vm.map_backing(st, addr, top)?;
         }
         Ok(())
     }
@@ -959,8 +1489,16 @@ impl CcaVcpu {
 
 impl VcpuOps for CcaVcpu {
     fn run(&mut self, resume: Resume, pending: Option<&VmExit>) -> Result<VmExit> {
+        let Some(g) = self.rec.granules() else {
+            // No REC (finalize did not create it, or teardown destroyed it).
+            return Err(Error::InvalidState {
+                op: "run a vCPU without a REC",
+                state: self.vm.shared.lifecycle.state(),
+            });
+        };
         if !self.rec.runnable.load(Ordering::Acquire) {
             // Powered off (never started, or CPU_OFF): nothing to enter until PSCI CPU_ON.
+            self.last = None;
             return Ok(VmExit::Halt);
         }
         let base_flags = enter_flags::TRAP_WFI;
@@ -980,7 +1518,7 @@ impl VcpuOps for CcaVcpu {
             (Some(VmExit::ConvertMemory { .. }), Resume::Conversion(accept)) => {
                 match (accept, self.conversion.take()) {
                     (true, Some((base, top, to_ram))) => {
-                        self.apply_conversion(base, top, to_ram)?
+                        self.apply_conversion(g.pa, base, top, to_ram)?
                     }
                     (true, None) => {}
                     (false, _) => enter.flags |= enter_flags::RIPAS_RESPONSE,
@@ -994,10 +1532,11 @@ impl VcpuOps for CcaVcpu {
             (Some(VmExit::SysReg { .. }), Resume::SysReg(v)) => enter.gprs[0] = v,
             _ => {}
         }
-        let top = 1u64 << (self.vm.lock().s2sz - 1);
+        let top = self.top;
         let mut irqs = 0u32;
         loop {
-            let exit = self.enter(&enter)?;
+            let exit = self.enter(&g, &enter)?;
+            self.last = Some(LastExit::of(&exit));
             enter = RecEnter::zeroed();
             enter.flags = base_flags;
             self.vm.shared.stats.add("rec_exits", 1);
@@ -1078,15 +1617,14 @@ impl VcpuOps for CcaVcpu {
                             .iter()
                             .find(|r| r.mpidr == target)
                             .cloned();
-                        let Some(t) = handle else {
+                        let Some((t, tg)) = handle.and_then(|t| t.granules().map(|g| (t, g)))
+                        else {
                             return Ok(Self::fault(
                                 format!("PSCI call for unknown MPIDR {target:#x}"),
                                 exit.gprs[0],
                             ));
                         };
-                        self.vm
-                            .client()
-                            .psci_complete(self.rec.pa, t.pa, psci::SUCCESS)?;
+                        self.vm.client().psci_complete(g.pa, tg.pa, psci::SUCCESS)?;
                         if matches!(f, psci::CPU_ON_32 | psci::CPU_ON_64) {
                             t.runnable.store(true, Ordering::Release);
                         }
@@ -1119,5 +1657,9 @@ impl VcpuOps for CcaVcpu {
                 }
             }
         }
+    }
+
+    fn exit_detail(&self) -> Option<ExitDetail> {
+        self.last.map(|l| l.detail(self.top))
     }
 }

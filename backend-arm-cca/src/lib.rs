@@ -46,7 +46,21 @@
 //! as KVM does. A vCPU that is not runnable (a secondary before PSCI CPU_ON, or after CPU_OFF)
 //! returns `Halt` without entering.
 //!
-//! The RTT policy and load ordering are described in [`host`].
+//! `Vcpu::exit_detail()` gives the RecExit behind the last exit (built on demand from the raw
+//! fields the run loop keeps; `None` before the first entry and after a `Halt` that did not
+//! enter):
+//!
+//! | RecExit | `reason` | `registers` | `channel` |
+//! |---|---|---|---|
+//! | SYNC, data abort | `RMI_EXIT_SYNC (data abort)` | `esr`, `far`, `hpfar` as in RecExit; `gprs[0]` for an MMIO write | MMIO write `RecExit.gprs[0]`; MMIO read `RecEntry.gprs[0] + EMULATED_MMIO` |
+//! | SYNC, other | `RMI_EXIT_SYNC (instruction abort \| WFI \| WFE \| system register \| EC n)` | `esr` (+ `far`, `hpfar` for aborts) | sysreg: `RecEntry.gprs[0]` |
+//! | PSCI | `RMI_EXIT_PSCI` | `gprs[0..3]` (function id, arguments) | `RecExit.gprs[0..3]; RMI_PSCI_COMPLETE` |
+//! | RIPAS_CHANGE | `RMI_EXIT_RIPAS_CHANGE` | `ripas_base`, `ripas_top`, `ripas_value` | `RMI_RTT_SET_RIPAS + RecEntry.flags.RIPAS_RESPONSE` |
+//! | HOST_CALL | `RMI_EXIT_HOST_CALL` | `imm` | `RsiHostCall.gprs via RecExit.gprs / RecEntry.gprs` |
+//! | IRQ / FIQ / SERROR | `RMI_EXIT_IRQ` / `RMI_EXIT_FIQ` / `RMI_EXIT_SERROR` | (SERROR: syndromes) | |
+//!
+//! The launch order (measured loads sorted by IPA before the RECs, as CRM's reference order),
+//! the RTT policy and the shared backing behind guest conversions are described in [`host`].
 
 pub mod abi;
 pub mod backend;
@@ -60,7 +74,7 @@ pub mod rmi;
 
 pub use backend::CcaBackend;
 pub use cli::{measure_log_cli, MeasureCliError};
-pub use host::{CcaVm, RealmSetup};
+pub use host::{CcaVm, LoadOverlap, RealmSetup};
 pub use measure::{replay, CcaMeasurement};
 pub use model::{Rmm, RmmConfig};
 pub use platform::CcaPlatform;

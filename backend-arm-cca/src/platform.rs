@@ -128,6 +128,12 @@ impl GuestPlatform for CcaPlatform {
         Ok((steps, self.algorithm.len()))
     }
 
+    /// The RIM: RSI_MEASUREMENT_READ index 0 is the Realm Initial Measurement, 1..=4 the REMs
+    /// (spec/cca.md §2.1, TF-RMM `runtime/rsi/realm_attest.c`). Same as the default, stated so.
+    fn launch_measurement_index(&self) -> u8 {
+        0
+    }
+
     fn read_entropy(&self) -> Result<Vec<PlatformStep>, NotSupported> {
         Ok(vec![PlatformStep::Entropy(EntropySource::Rndr)])
     }
@@ -234,6 +240,7 @@ mod tests {
         let (steps, len) = p.read_measurement(0, &Layout::standard()).unwrap();
         assert_eq!((steps.len(), len), (10, 32));
         assert!(p.read_measurement(5, &Layout::standard()).is_err());
+        assert_eq!(p.launch_measurement_index(), 0, "the RIM");
         let on = p.start_vcpu(17, 0x8000_0000, 5).unwrap();
         assert!(matches!(&on[0], PlatformStep::Call { args, .. } if args[1] == (1, 0x101)));
     }

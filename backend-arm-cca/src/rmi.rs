@@ -317,6 +317,11 @@ impl<R: Rmi + ?Sized> FailNth<R> {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// Fails call number `n` from now on (counting all calls so far; 0 = never).
+    pub fn fail_at(&self, n: u64) {
+        self.fail_at.store(n, Ordering::Relaxed);
+    }
+
     /// Stops injecting failures.
     pub fn disarm(&self) {
         self.fail_at.store(0, Ordering::Relaxed);

@@ -223,19 +223,28 @@ fn a_realm_stuck_in_a_fault_loop_does_not_hang_the_host() {
     vm.destroy().unwrap();
 }
 
-fn full_launch(backend: &CcaBackend) -> Result<(), Error> {
+/// A launch with loads in non-ascending order (issued sorted at finalize), two vCPUs, a run and
+/// a destroy. `stage` names the call that was running when it returns.
+fn full_launch_staged(backend: &CcaBackend, stage: &mut &'static str) -> Result<(), Error> {
     let config = VmConfig {
         vcpus: 2,
         ..VmConfig::new(Confidentiality::ArmCca)
     };
+    *stage = "create_vm";
     let vm = backend.create_vm(&config)?;
+    *stage = "add_memory";
     vm.add_memory(MemoryRegion::private(RAM, 4 << 20))?;
     vm.add_memory(MemoryRegion::shared(0x4000_0000, 3 << 20))?;
-    vm.load(RAM, &code(MMIO_PROGRAM), Measure::Yes)?;
+    *stage = "load";
     vm.load(RAM + 0x3000, &[7; 5000], Measure::No)?;
+    vm.load(RAM + 0x20_0000, &[9; 0x1800], Measure::Yes)?;
+    vm.load(RAM, &code(MMIO_PROGRAM), Measure::Yes)?;
+    *stage = "create_vcpu";
     let mut v0 = vm.create_vcpu(VcpuInit::boot(RAM, &[1, 2]))?;
     let _v1 = vm.create_vcpu(VcpuInit::secondary())?;
+    *stage = "finalize";
     vm.finalize()?;
+    *stage = "run";
     let mut writes = Vec::new();
     let mut resume = Resume::Done;
     for _ in 0..100 {
@@ -253,7 +262,12 @@ fn full_launch(backend: &CcaBackend) -> Result<(), Error> {
             _ => break,
         };
     }
+    *stage = "destroy";
     vm.destroy()
+}
+
+fn full_launch(backend: &CcaBackend) -> Result<(), Error> {
+    full_launch_staged(backend, &mut "")
 }
 
 #[test]
@@ -282,15 +296,210 @@ fn a_launch_failing_at_each_rmi_call_leaves_nothing_delegated() {
     full_launch(&CcaBackend::with_rmi(counter.clone())).unwrap();
     let total = counter.calls();
     assert!(total > 50, "{total}");
+    let mut failed_in: BTreeMap<&'static str, u64> = BTreeMap::new();
     for n in 1..=total {
         let rmm = Rmm::shared();
         let failing = Arc::new(FailNth::new(Arc::clone(&rmm), n));
-        let r = full_launch(&CcaBackend::with_rmi(failing));
+        let mut stage = "";
+        let r = full_launch_staged(&CcaBackend::with_rmi(failing), &mut stage);
+        if r.is_err() {
+            *failed_in.entry(stage).or_default() += 1;
+        }
         assert_eq!(rmm.delegated_granules(), 0, "failure at call {n}: {r:?}");
         assert_eq!(rmm.host_granules(), 0, "failure at call {n}: {r:?}");
         assert_eq!(rmm.host_windows(), 0, "failure at call {n}");
         assert_eq!(rmm.realms(), 0, "failure at call {n}");
     }
+    // The deferred path (measured DATA_CREATE sorted, REC_CREATE, unmeasured DATA_CREATE,
+    // REALM_ACTIVATE) fails at finalize: 3 + 2 measured pages, 2 × (aux count + 1) REC calls,
+    // 3 unmeasured pages and the activation at least.
+    assert!(
+        failed_in.get("finalize").copied().unwrap_or(0) > 10,
+        "{failed_in:?}"
+    );
+    assert_eq!(
+        failed_in.get("load"),
+        None,
+        "loads are only validated: {failed_in:?}"
+    );
+    assert_eq!(failed_in.get("create_vcpu"), None, "{failed_in:?}");
+}
+
+#[test]
+fn a_failed_finalize_can_be_retried_and_the_log_still_replays() {
+    // Fail each call of finalize in turn, then finalize again without failures: the launch
+    // continues where it stopped and the log replays to the RMM's RIM.
+    let build = |rmi: Arc<dyn Rmi>| {
+        let backend = CcaBackend::with_rmi(rmi);
+        let config = VmConfig {
+            vcpus: 2,
+            ..VmConfig::new(Confidentiality::ArmCca)
+        };
+        let vm = backend.create_vm(&config).unwrap();
+        vm.add_memory(MemoryRegion::private(RAM, 4 << 20)).unwrap();
+        vm.load(RAM + 0x1000, &[3; 0x2000], Measure::No).unwrap();
+        vm.load(RAM + 0x10_0000, &[2; 0x2000], Measure::Yes)
+            .unwrap();
+        vm.load(RAM, &[1; 0x1000], Measure::Yes).unwrap();
+        let v0 = vm.create_vcpu(VcpuInit::boot(RAM, &[])).unwrap();
+        let v1 = vm.create_vcpu(VcpuInit::secondary()).unwrap();
+        (vm, v0, v1)
+    };
+    let rmm = Rmm::shared();
+    let counter = Arc::new(FailNth::new(Arc::clone(&rmm), 0));
+    let (vm, _v0, _v1) = build(counter.clone());
+    let before = counter.calls();
+    vm.finalize().unwrap();
+    let calls = counter.calls() - before;
+    let reference = vm.measurement().unwrap();
+    drop((vm, _v0, _v1));
+    for n in 1..=calls {
+        let rmm = Rmm::shared();
+        let failing = Arc::new(FailNth::new(Arc::clone(&rmm), 0));
+        let (vm, _v0, _v1) = build(failing.clone());
+        failing.fail_at(failing.calls() + n);
+        assert!(vm.finalize().is_err(), "call {n} of finalize");
+        assert_eq!(vm.state(), cvm_core::LaunchState::Building);
+        failing.disarm();
+        vm.finalize().unwrap();
+        let log = vm.measurement_log();
+        let rd = *rmm.realm_rds().last().unwrap();
+        let model = rmm.realm_measurement(rd).unwrap().rim;
+        assert_eq!(
+            backend_arm_cca::replay(&log).unwrap().rim,
+            model,
+            "call {n}"
+        );
+        // What failed stayed at the head of the queue: the issue order, hence the RIM, is
+        // that of a launch without failures.
+        assert_eq!(
+            reference.register("RIM"),
+            Some(model.as_slice()),
+            "call {n}"
+        );
+        vm.destroy().unwrap();
+        assert_eq!(rmm.delegated_granules(), 0, "call {n}");
+    }
+}
+
+#[test]
+fn measured_loads_are_issued_sorted_before_the_recs_and_unmeasured_after() {
+    use cvm_core::MeasurementEvent as E;
+    let rmm = Rmm::shared();
+    let backend = CcaBackend::with_model(Arc::clone(&rmm));
+    let config = VmConfig {
+        vcpus: 2,
+        ..VmConfig::new(Confidentiality::ArmCca)
+    };
+    // The same launch in two call orders gives the same log and RIM.
+    let mut rims = Vec::new();
+    let mut logs = Vec::new();
+    for reversed in [false, true] {
+        let vm = backend.create_vm(&config).unwrap();
+        vm.add_memory(MemoryRegion::private(RAM, 4 << 20)).unwrap();
+        let mut loads = vec![
+            (RAM, vec![1u8; 0x1000], Measure::Yes),
+            (RAM + 0x1000, vec![4u8; 100], Measure::No),
+            (RAM + 0x20_0000, vec![2u8; 0x1800], Measure::Yes),
+            (RAM + 0x30_0000, vec![3u8; 0x1000], Measure::Yes),
+            (RAM + 0x10_0800, vec![5u8; 10], Measure::No),
+        ];
+        if reversed {
+            loads.reverse();
+        }
+        for (gpa, bytes, m) in &loads {
+            vm.load(*gpa, bytes, *m).unwrap();
+        }
+        let _v0 = vm.create_vcpu(VcpuInit::boot(RAM, &[7])).unwrap();
+        let _v1 = vm.create_vcpu(VcpuInit::secondary()).unwrap();
+        // Nothing is issued before finalize.
+        assert_eq!(vm.stats().calls_of("RMI_DATA_CREATE"), 0);
+        assert_eq!(vm.stats().calls_of("RMI_REC_CREATE"), 0);
+        vm.finalize().unwrap();
+        let log = vm.measurement_log();
+        let order: Vec<(&str, u64)> = log
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                E::Data {
+                    ipa,
+                    measured: true,
+                    ..
+                } => Some(("measured", *ipa)),
+                E::Data {
+                    ipa,
+                    measured: false,
+                    ..
+                } => Some(("unmeasured", *ipa)),
+                E::Rec { runnable, .. } => Some(("rec", u64::from(*runnable))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("measured", RAM),
+                ("measured", RAM + 0x20_0000),
+                ("measured", RAM + 0x30_0000),
+                ("rec", 1),
+                ("rec", 0),
+                ("unmeasured", RAM + 0x1000),
+                ("unmeasured", RAM + 0x10_0000),
+            ]
+        );
+        assert!(
+            matches!(log.events.first(), Some(E::Ripas { .. })),
+            "RIPAS before data"
+        );
+        let rd = *rmm.realm_rds().last().unwrap();
+        let model = rmm.realm_measurement(rd).unwrap().rim;
+        assert_eq!(backend_arm_cca::replay(&log).unwrap().rim, model);
+        assert_eq!(vm.stats().calls_of("RMI_DATA_CREATE"), 6);
+        rims.push(model);
+        logs.push(log);
+        vm.destroy().unwrap();
+    }
+    assert_eq!(rims[0], rims[1]);
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(rmm.delegated_granules(), 0);
+}
+
+#[test]
+fn overlapping_loads_are_refused_at_the_call() {
+    use backend_arm_cca::host::LoadOverlap;
+    let rmm = Rmm::shared();
+    let backend = CcaBackend::with_model(Arc::clone(&rmm));
+    let vm = backend
+        .create_vm(&VmConfig::new(Confidentiality::ArmCca))
+        .unwrap();
+    vm.add_memory(MemoryRegion::private(RAM, 4 << 20)).unwrap();
+    vm.load(RAM + 0x2000, &[1; 0x2000], Measure::Yes).unwrap();
+    let overlap = |r: Result<(), Error>| match r {
+        Err(Error::Backend(b)) => b.downcast_ref::<LoadOverlap>().cloned(),
+        other => panic!("expected LoadOverlap, got {other:?}"),
+    };
+    // Same page at the end, at the start, inside, around.
+    for (gpa, len) in [
+        (RAM + 0x3000, 0x1000),
+        (RAM, 0x2001),
+        (RAM + 0x2000, 8),
+        (RAM + 0x1000, 0x4000),
+    ] {
+        let e = overlap(vm.load(gpa, &vec![2; len], Measure::Yes)).unwrap();
+        assert_eq!((e.other_start, e.other_end), (RAM + 0x2000, RAM + 0x4000));
+        assert_eq!(e.what, "a measured load");
+    }
+    // An unmeasured load sharing a page with a measured one is refused too.
+    let e = overlap(vm.load(RAM + 0x3ff0, &[3; 4], Measure::No)).unwrap();
+    assert_eq!(e.start, RAM + 0x3000);
+    // Adjacent loads are fine, and the refused ones left nothing behind.
+    vm.load(RAM + 0x1000, &[4; 0x1000], Measure::Yes).unwrap();
+    vm.load(RAM + 0x4000, &[5; 1], Measure::No).unwrap();
+    let _v = vm.create_vcpu(VcpuInit::boot(RAM + 0x1000, &[])).unwrap();
+    vm.finalize().unwrap();
+    assert_eq!(vm.stats().calls_of("RMI_DATA_CREATE"), 4);
+    vm.destroy().unwrap();
+    assert_eq!(rmm.delegated_granules(), 0);
 }
 
 /// Builds a realm by hand through the RMI: (rd, rec, run page).

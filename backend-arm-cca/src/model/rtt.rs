@@ -19,7 +19,7 @@ pub const PAGE_LEVEL: i8 = 3;
 pub const MIN_BLOCK_LEVEL: i8 = 2;
 
 /// Bits of an NS descriptor the host may set for RMI_RTT_MAP_UNPROTECTED besides the output
-/// address: MemAttr [5:2], S2AP [7:6], SH [9:8] (TF-RMM `s2tt` `S2TTE_NS_ATTR_HOST_MASK`).
+/// address: MemAttr \[5:2\], S2AP \[7:6\], SH \[9:8\] (TF-RMM `s2tt` `S2TTE_NS_ATTR_HOST_MASK`).
 pub const NS_DESC_ATTR_MASK: u64 = 0x3FC;
 /// Output address bits of a descriptor (48-bit PA).
 pub const DESC_OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
