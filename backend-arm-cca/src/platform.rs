@@ -196,6 +196,15 @@ impl GuestPlatform for CcaPlatform {
         }]
     }
 
+    /// PSCI CPU_OFF through the RMM: it forwards the PSCI exit to the host, which maps it to
+    /// `VmExit::Halt` and leaves the REC not runnable (TF-RMM `runtime/rsi/psci.c`).
+    fn stop_vcpu(&self) -> Result<Vec<PlatformStep>, NotSupported> {
+        Ok(vec![PlatformStep::Call {
+            conduit: Conduit::Smc(0),
+            args: vec![(0, psci::CPU_OFF)],
+        }])
+    }
+
     fn start_vcpu(
         &self,
         vcpu: u32,

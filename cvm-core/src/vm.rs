@@ -79,7 +79,9 @@ pub trait Vcpu: Send {
     fn id(&self) -> u32;
     /// Answers the pending exit with `resume`, enters the guest and returns the next exit.
     /// A `resume` that does not answer the pending exit is [`Error::ResumeMismatch`] and the
-    /// guest is not entered. If the backend fails, the pending exit stays pending.
+    /// guest is not entered. If the backend fails, the pending exit stays pending. After the
+    /// guest powered the VM off, a vCPU that has not seen it yet returns `SystemOff` once
+    /// (without entering); every later run is [`Error::InvalidState`].
     fn run(&mut self, resume: Resume) -> Result<VmExit>;
     /// The exit waiting for an answer (`None` before the first run).
     fn pending(&self) -> Option<&VmExit>;
@@ -165,6 +167,8 @@ pub struct VmShared {
     pub features: FeatureRegisters,
     /// VM-wide counters.
     pub stats: StatsRecorder,
+    /// The guest powered the VM off (as opposed to the VMM destroying it).
+    powered_off_by_guest: AtomicBool,
 }
 
 impl VmShared {
@@ -203,6 +207,7 @@ impl<O: VmOps> ManagedVm<O> {
             lifecycle: Lifecycle::new(),
             features: FeatureRegisters::new(features),
             stats: StatsRecorder::new(),
+            powered_off_by_guest: AtomicBool::new(false),
         });
         let ops = make(Arc::clone(&shared))?;
         tracing::debug!(vm = shared.id, ?config.confidentiality, "vm created");
@@ -438,7 +443,16 @@ impl Vcpu for ManagedVcpu {
     }
 
     fn run(&mut self, resume: Resume) -> Result<VmExit> {
-        self.shared.lifecycle.check(Op::Run)?;
+        if let Err(e) = self.shared.lifecycle.check(Op::Run) {
+            // After a guest power-off every other vCPU sees it once, as KVM delivers the
+            // system event to all vCPUs, so each VMM thread ends its loop the same way.
+            let seen = self.pending.as_ref().is_some_and(VmExit::is_terminal);
+            if self.shared.powered_off_by_guest.load(Ordering::Acquire) && !seen {
+                self.pending = Some(VmExit::SystemOff);
+                return Ok(VmExit::SystemOff);
+            }
+            return Err(e);
+        }
         validate_resume(self.pending.as_ref(), &resume)?;
         self.shared.features.freeze();
         let exit = self.ops.run(resume, self.pending.as_ref())?;
@@ -447,6 +461,9 @@ impl Vcpu for ManagedVcpu {
         self.shared.stats.exit(kind);
         tracing::trace!(vm = self.shared.id, vcpu = self.id, ?exit, "exit");
         if exit.is_terminal() {
+            self.shared
+                .powered_off_by_guest
+                .store(true, Ordering::Release);
             self.shared.lifecycle.power_off();
         }
         self.pending = Some(exit.clone());

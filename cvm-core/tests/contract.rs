@@ -537,3 +537,45 @@ fn log_files_are_read_relative_to_the_log() {
     assert!(e.to_string().contains("missing.bin"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn other_vcpus_see_a_guest_power_off_once() {
+    let backend = FakeBackend::new(vec![VmExit::Halt]);
+    let vm = backend
+        .create_vm(&VmConfig {
+            vcpus: 2,
+            ..VmConfig::new(Confidentiality::ArmCca)
+        })
+        .unwrap();
+    vm.add_memory(MemoryRegion::private(RAM, 0x20_0000))
+        .unwrap();
+    let mut v0 = vm.create_vcpu(VcpuInit::boot(RAM, &[])).unwrap();
+    let mut v1 = vm.create_vcpu(VcpuInit::secondary()).unwrap();
+    vm.finalize().unwrap();
+    assert_eq!(v1.run(Resume::Done).unwrap(), VmExit::Halt);
+    assert_eq!(v0.run(Resume::Done).unwrap(), VmExit::SystemOff);
+    let resumes_before = backend.journal.lock().unwrap().resumes.len();
+    // vCPU 1 is told, once, without entering the guest; then runs are refused.
+    assert_eq!(v1.run(Resume::Done).unwrap(), VmExit::SystemOff);
+    assert!(matches!(
+        v1.run(Resume::Done),
+        Err(Error::InvalidState { .. })
+    ));
+    assert!(matches!(
+        v0.run(Resume::Done),
+        Err(Error::InvalidState { .. })
+    ));
+    assert_eq!(
+        backend.journal.lock().unwrap().resumes.len(),
+        resumes_before
+    );
+    // A VMM-side destroy is not a guest power-off: nothing to report, just refused.
+    let vm = built(&backend);
+    let mut v = vm.create_vcpu(VcpuInit::boot(RAM, &[])).unwrap();
+    vm.finalize().unwrap();
+    vm.destroy().unwrap();
+    assert!(matches!(
+        v.run(Resume::Done),
+        Err(Error::InvalidState { .. })
+    ));
+}

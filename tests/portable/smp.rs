@@ -2,15 +2,12 @@
 //! the platform (PSCI CPU_ON on CCA, SBI HSM HART_START on CoVE) or, on plain KVM, by the
 //! host (created runnable).
 //!
-//! A `SystemOff` from either vCPU powers the whole VM off, so both cannot run to their ends.
-//! As on a real machine the boot vCPU starts the secondary and then parks: its last access is
-//! a load from a device page the host deliberately does not serve (its `Runner` returns
-//! `UnexpectedMmio` for it, and the vCPU stays blocked in that load). The secondary then runs
-//! to completion and powers the VM off. The boot vCPU's reports are decoded from the exits it
-//! took (`run_observed`), since its run ends with an error by design.
+//! The boot vCPU does its MMIO, starts the secondary and stops itself (`StopVcpu`: PSCI
+//! CPU_OFF, SBI HSM HART_STOP, HLT), so its `Runner` ends cleanly at the halt after DONE. The
+//! secondary then does its MMIO and powers the VM off; the boot vCPU is told so once.
 
-use cvm::guest::{doorbell::DoorbellState, DeviceWrite, Layout, Program, Report, RunError, Runner};
-use cvm::{sign_extend, LaunchState, VcpuInit, VmConfig, VmExit, PAGE_SIZE};
+use cvm::guest::{DeviceWrite, Layout, Program, Runner};
+use cvm::{sign_extend, LaunchState, Resume, VcpuInit, VmConfig, VmExit, PAGE_SIZE};
 
 use crate::harness::{load_program, Env, DEV, RAM};
 
@@ -22,7 +19,6 @@ crate::per_backend!(
 );
 
 const DEV1: u64 = DEV + 0x1000;
-const PARK: u64 = DEV + 0x2000;
 const ARG: u64 = 0x5EC0_0001;
 
 fn two_vcpus_secondary_started_by_platform(env: &Env) {
@@ -32,12 +28,8 @@ fn two_vcpus_secondary_started_by_platform(env: &Env) {
         ..env.config()
     };
     let base = Layout::standard();
-    // vCPU 0: standard code/data/doorbell, its device and the parking page.
+    // vCPU 0: standard code/data/doorbell and its device.
     let layout0 = Layout {
-        devices: vec![(DEV, 0x1000), (PARK, 0x1000)],
-        ..base.clone()
-    };
-    let serve0 = Layout {
         devices: vec![(DEV, 0x1000)],
         ..base.clone()
     };
@@ -73,7 +65,7 @@ fn two_vcpus_secondary_started_by_platform(env: &Env) {
         p0.start_vcpu(1, layout1.code, ARG);
     }
     p0.mmio_write(DEV + 0x10, 1, 0x5A);
-    let _parked = p0.mmio_read(PARK, 8, false);
+    p0.stop_vcpu();
 
     let mut p1 = Program::new();
     p1.mmio_write(DEV1, 8, 0xB1B1_B1B1_B1B1_B1B1);
@@ -95,52 +87,22 @@ fn two_vcpus_secondary_started_by_platform(env: &Env) {
     assert_eq!((vcpu0.id(), vcpu1.id()), (0, 1));
     vm.finalize().expect("finalize");
 
-    // vCPU 0 until it parks.
-    let mut runner0 = Runner::new(&serve0);
+    // vCPU 0 until it stops itself.
+    let mut runner0 = Runner::new(&layout0);
     runner0.device_read(DEV + 8, 0x8002).exit_budget(1000);
-    let mut bell0 = DoorbellState::default();
-    let mut writes0 = Vec::new();
-    let parked = runner0.run_observed(vcpu0.as_mut(), &mut |exit, _, _| {
-        if let VmExit::Mmio {
-            gpa,
-            size,
-            write: Some(v),
-        } = *exit
-        {
-            if gpa >= base.doorbell && gpa < base.doorbell + PAGE_SIZE {
-                bell0.write(gpa - base.doorbell, size, v).expect("doorbell");
-            } else {
-                writes0.push(DeviceWrite {
-                    gpa,
-                    size,
-                    value: v,
-                });
-            }
-        }
-    });
-    match parked {
-        Err(RunError::UnexpectedMmio {
-            gpa: PARK,
-            size: 8,
-            write: false,
-        }) => {}
-        other => panic!(
-            "{}: vCPU 0 should park on its load from {PARK:#x}: {other:?}; detail {:?}",
+    let out0 = runner0.run(vcpu0.as_mut()).unwrap_or_else(|e| {
+        panic!(
+            "{}: vCPU 0: {e}; detail {:?}",
             env.name(),
             vcpu0.exit_detail()
-        ),
-    }
+        )
+    });
+    assert!(out0.passed(), "{}: {:#?}", env.name(), out0.failures());
+    assert!(out0.done && !out0.powered_off, "{}: {out0:?}", env.name());
+    assert_eq!(out0.end, VmExit::Halt, "{}", env.name());
+    assert_eq!(out0.value(r0), Some(sign_extend(0x8002, 2)));
     assert_eq!(
-        bell0.reports,
-        vec![Report::Value {
-            slot: r0,
-            value: sign_extend(0x8002, 2)
-        }],
-        "{}",
-        env.name()
-    );
-    assert_eq!(
-        writes0,
+        out0.device_writes,
         vec![
             DeviceWrite {
                 gpa: DEV,
@@ -184,6 +146,9 @@ fn two_vcpus_secondary_started_by_platform(env: &Env) {
         ]
     );
     assert_eq!(vm.state(), LaunchState::Off);
+    // The stopped boot vCPU learns of the power-off once, like every vCPU on KVM.
+    assert_eq!(vcpu0.run(Resume::Done).unwrap(), VmExit::SystemOff);
+    assert!(vcpu0.run(Resume::Done).is_err());
     // Both vCPUs' exits are counted VM-wide.
     let total = vm.stats();
     assert!(

@@ -169,9 +169,10 @@ impl RunOutcome {
         self.exits.get(&kind).copied().unwrap_or(0)
     }
 
-    /// Reached its end, powered off, and reported no failure.
+    /// Reached its end (powered off, or stopped its vCPU after DONE) and reported no failure.
     pub fn passed(&self) -> bool {
-        self.done && self.powered_off && self.failures().is_empty()
+        let ended = self.powered_off || (self.done && self.end == VmExit::Halt);
+        self.done && ended && self.failures().is_empty()
     }
 }
 
