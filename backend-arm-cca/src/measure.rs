@@ -367,7 +367,7 @@ pub fn replay(log: &MeasurementLog) -> Result<CcaMeasurement, LogError> {
             other => {
                 return Err(at(format!(
                     "{} events do not belong in a CCA log",
-                    event_name(other)
+                    other.name()
                 )))
             }
         }
@@ -385,20 +385,6 @@ fn content_bytes(content: &Content) -> Result<&[u8], &'static str> {
     content
         .as_bytes()
         .ok_or("the event's file was not read (load the log with MeasurementLog::from_path)")
-}
-
-fn event_name(e: &MeasurementEvent) -> &'static str {
-    match e {
-        MeasurementEvent::Ripas { .. } => "ripas",
-        MeasurementEvent::Data { .. } => "data",
-        MeasurementEvent::Rec { .. } => "rec",
-        MeasurementEvent::Rem { .. } => "rem",
-        MeasurementEvent::MeasuredPages { .. } => "measured_pages",
-        MeasurementEvent::Finalize { .. } => "finalize",
-        MeasurementEvent::Extend { .. } => "extend",
-        MeasurementEvent::Load { .. } => "load",
-        MeasurementEvent::Vcpu { .. } => "vcpu",
-    }
 }
 
 #[cfg(test)]

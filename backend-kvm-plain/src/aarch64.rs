@@ -13,7 +13,7 @@
 //! (`KVM_EXIT_HYPERCALL`), the backend reads x1..x6 with `KVM_GET_ONE_REG` and answers in x0/x1
 //! with `KVM_SET_ONE_REG`. PSCI `SYSTEM_OFF`/`SYSTEM_RESET` arrive as `KVM_EXIT_SYSTEM_EVENT`.
 
-use cvm_core::{Error, Result, VcpuInit, VmExit};
+use cvm_core::{Error, FeatureDef, FeatureRegisters, Result, VcpuInit, VmExit};
 use kvm_bindings::{
     kvm_device_attr, kvm_smccc_filter, kvm_smccc_filter_action_KVM_SMCCC_FILTER_FWD_TO_USER,
     kvm_vcpu_init, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2, KVM_ARM_VM_SMCCC_CTRL,
@@ -72,6 +72,12 @@ pub(crate) fn check_addr_bits(caps: &HostCaps, bits: u8) -> Result<()> {
 /// The ioctls `setup_vcpu` issues, for the VM's call counters.
 pub(crate) const VCPU_SETUP_IOCTLS: &[&str] = &["KVM_ARM_VCPU_INIT", "KVM_SET_ONE_REG"];
 
+/// No VM-wide feature registers are offered on this architecture yet (ID registers / ISA
+/// extensions through ONE_REG are future work).
+pub(crate) fn feature_defs(_kvm: &Kvm, _caps: &HostCaps) -> Vec<FeatureDef> {
+    Vec::new()
+}
+
 /// `KVM_CREATE_VM` with the IPA size.
 pub(crate) fn create_vm_fd(kvm: &Kvm, addr_bits: u8) -> Result<VmFd> {
     if kvm.get_host_ipa_limit() > 0 {
@@ -93,6 +99,16 @@ pub(crate) struct VmArch {
 }
 
 impl VmArch {
+    /// No VM-wide feature registers are offered on this architecture yet: nothing to apply.
+    pub(crate) fn apply_features(
+        &self,
+        _vcpu: &VcpuFd,
+        _id: u32,
+        _features: &FeatureRegisters,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// `KVM_ARM_PREFERRED_TARGET` and the host-call `KVM_ARM_VM_SMCCC_FILTER`
     /// (`KVM_SET_DEVICE_ATTR`; a kernel without it leaves host calls unanswered by the VMM).
     pub(crate) fn new(
@@ -132,6 +148,7 @@ impl VmArch {
         _id: u32,
         init: &VcpuInit,
         _mem: &Memory,
+        _features: &FeatureRegisters,
     ) -> Result<()> {
         let mut kvi = self.kvi;
         kvi.features[0] |= 1 << KVM_ARM_VCPU_PSCI_0_2;

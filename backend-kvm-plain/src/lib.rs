@@ -188,9 +188,12 @@ impl KvmBackend {
             arch::check_addr_bits(&self.caps, config.addr_bits)?;
             config.addr_bits
         };
-        ManagedVm::new(config, addr_bits, Vec::new(), |shared| {
-            KvmVm::new(&self.kvm, &self.caps, shared, config)
-        })
+        ManagedVm::new(
+            config,
+            addr_bits,
+            arch::feature_defs(&self.kvm, &self.caps),
+            |shared| KvmVm::new(&self.kvm, &self.caps, shared, config),
+        )
     }
 }
 

@@ -87,7 +87,7 @@ pub fn launch_digest(log: &MeasurementLog) -> Result<Vec<u8>> {
             other => {
                 return Err(Error::InvalidArgument(format!(
                     "event {i} ({}) is not a plain-KVM event (only load and vcpu are)",
-                    event_name(other)
+                    other.name()
                 )))
             }
         }
@@ -105,20 +105,6 @@ pub fn measurement(log: &MeasurementLog) -> Result<Measurement> {
             value: launch_digest(log)?,
         }],
     })
-}
-
-fn event_name(e: &MeasurementEvent) -> &'static str {
-    match e {
-        MeasurementEvent::Ripas { .. } => "ripas",
-        MeasurementEvent::Data { .. } => "data",
-        MeasurementEvent::Rec { .. } => "rec",
-        MeasurementEvent::Rem { .. } => "rem",
-        MeasurementEvent::MeasuredPages { .. } => "measured_pages",
-        MeasurementEvent::Finalize { .. } => "finalize",
-        MeasurementEvent::Extend { .. } => "extend",
-        MeasurementEvent::Load { .. } => "load",
-        MeasurementEvent::Vcpu { .. } => "vcpu",
-    }
 }
 
 #[cfg(test)]

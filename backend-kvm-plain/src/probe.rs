@@ -243,6 +243,17 @@ impl HostCaps {
                 },
             ));
             caps.push(cap(
+                "x86.cpuid_interception",
+                !self.pvm,
+                if self.pvm {
+                    "kvm_pvm: the guest executes CPUID natively, so CPUID feature registers \
+                     cannot be enforced and none are offered"
+                        .into()
+                } else {
+                    "KVM_SET_CPUID2 decides what the guest's CPUID reports".into()
+                },
+            ));
+            caps.push(cap(
                 "kvm_pvm",
                 self.pvm,
                 "Pagetable-based Virtual Machine (software KVM without VMX/SVM)".into(),

@@ -15,7 +15,7 @@
 //!
 //! SBI SRST `system_reset` arrives as `KVM_EXIT_SYSTEM_EVENT` (`SHUTDOWN` / `RESET`).
 
-use cvm_core::{Error, Result, VcpuInit, VmExit};
+use cvm_core::{Error, FeatureDef, FeatureRegisters, Result, VcpuInit, VmExit};
 use kvm_bindings::{
     KVM_EXIT_RISCV_CSR, KVM_EXIT_RISCV_SBI, KVM_REG_RISCV, KVM_REG_RISCV_CORE, KVM_REG_SIZE_U64,
 };
@@ -68,6 +68,12 @@ pub(crate) fn check_addr_bits(caps: &HostCaps, bits: u8) -> Result<()> {
 /// The ioctls `setup_vcpu` issues, for the VM's call counters.
 pub(crate) const VCPU_SETUP_IOCTLS: &[&str] = &["KVM_SET_ONE_REG"];
 
+/// No VM-wide feature registers are offered on this architecture yet (ID registers / ISA
+/// extensions through ONE_REG are future work).
+pub(crate) fn feature_defs(_kvm: &Kvm, _caps: &HostCaps) -> Vec<FeatureDef> {
+    Vec::new()
+}
+
 /// `KVM_CREATE_VM`.
 pub(crate) fn create_vm_fd(kvm: &Kvm, _addr_bits: u8) -> Result<VmFd> {
     kvm.create_vm().map_err(|e| Error::os("KVM_CREATE_VM", e))
@@ -82,6 +88,16 @@ pub(crate) fn reserved_window() -> Option<(u64, u64)> {
 pub(crate) struct VmArch;
 
 impl VmArch {
+    /// No VM-wide feature registers are offered on this architecture yet: nothing to apply.
+    pub(crate) fn apply_features(
+        &self,
+        _vcpu: &VcpuFd,
+        _id: u32,
+        _features: &FeatureRegisters,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Nothing to set up VM-wide.
     pub(crate) fn new(
         _kvm: &Kvm,
@@ -101,6 +117,7 @@ impl VmArch {
         _id: u32,
         init: &VcpuInit,
         _mem: &Memory,
+        _features: &FeatureRegisters,
     ) -> Result<()> {
         set_reg(vcpu, PC, init.entry)?;
         for (i, a) in init.args.iter().enumerate() {

@@ -32,6 +32,8 @@ pub(crate) struct KvmVcpu {
     last: Option<RawExit>,
     /// `KVM_RUN` calls, counted lock-free into the VM's call counters.
     runs: Arc<AtomicU64>,
+    /// Whether the frozen feature registers were applied (once, before the first `KVM_RUN`).
+    features_applied: bool,
 }
 
 impl KvmVcpu {
@@ -45,6 +47,7 @@ impl KvmVcpu {
             native: Native::None,
             last: None,
             runs,
+            features_applied: false,
         }
     }
 
@@ -346,6 +349,11 @@ fn mask_pio(v: u32, size: u8) -> u32 {
 
 impl VcpuOps for KvmVcpu {
     fn run(&mut self, resume: Resume, _pending: Option<&VmExit>) -> Result<VmExit> {
+        if !self.features_applied {
+            // The contract froze the feature registers just before this first run.
+            crate::vm::KvmVm::apply_features(&self.core, &self.fd, self.id)?;
+            self.features_applied = true;
+        }
         self.answer(resume)?;
         let raw = self.enter()?;
         let (exit, native) = self.map(raw)?;

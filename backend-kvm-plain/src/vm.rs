@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cvm_core::guest::GuestPlatform;
 use cvm_core::vm_memory::GuestMemoryMmap;
 use cvm_core::{
-    Content, Error, Measure, Measurement, MeasurementEvent, MeasurementLog, MemoryKind,
+    Content, Error, FeatureDef, Measure, Measurement, MeasurementEvent, MeasurementLog, MemoryKind,
     MemoryRegion, RegionError, Result, VcpuInit, VcpuOps, VmConfig, VmOps, VmShared,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::arch;
 use crate::measure;
@@ -153,7 +153,30 @@ impl KvmVm {
     }
 }
 
+impl KvmVm {
+    /// Applies the (now frozen) feature registers to a vCPU before its first `KVM_RUN`.
+    pub(crate) fn apply_features(core: &VmCore, vcpu: &VcpuFd, id: u32) -> Result<()> {
+        core.arch.apply_features(vcpu, id, &core.shared.features)
+    }
+}
+
 impl VmOps for KvmVm {
+    /// Feature words may only lose bits: a bit KVM does not support cannot be backed.
+    fn check_feature(&self, def: &FeatureDef, _current: u64, value: u64) -> Result<()> {
+        if value & !def.default != 0 {
+            return Err(Error::FeatureRejected {
+                feature: def.name.clone(),
+                value,
+                reason: format!(
+                    "bits {:#x} are not supported by this host ({})",
+                    value & !def.default,
+                    def.backed_by.as_deref().unwrap_or("KVM")
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn add_memory(&self, region: &MemoryRegion) -> Result<()> {
         if let Some((base, len)) = arch::reserved_window() {
             if region.gpa < base + len && base < region.end() {
@@ -217,7 +240,8 @@ impl VmOps for KvmVm {
             c.fd.create_vcpu(u64::from(id))
                 .map_err(|e| Error::os("KVM_CREATE_VCPU", e))?;
         c.shared.stats.call("KVM_CREATE_VCPU");
-        c.arch.setup_vcpu(&fd, id, init, &c.mem())?;
+        c.arch
+            .setup_vcpu(&fd, id, init, &c.mem(), &c.shared.features)?;
         for ioctl in arch::VCPU_SETUP_IOCTLS {
             c.shared.stats.call(ioctl);
         }

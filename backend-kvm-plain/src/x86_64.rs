@@ -34,7 +34,7 @@
 //! rdx = ret\[1\] and clears rbx. rbx = [`SYSTEM_OFF_SIGNATURE`] makes the exit
 //! [`VmExit::SystemOff`]. Any other `HLT` is [`VmExit::Halt`].
 
-use cvm_core::{Error, Result, VcpuInit, VmExit, PAGE_SIZE};
+use cvm_core::{Error, FeatureDef, FeatureRegisters, Result, VcpuInit, VmExit, PAGE_SIZE};
 use kvm_bindings::{kvm_segment, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
@@ -147,6 +147,51 @@ struct HiddenLayout {
     stacks: u64,
 }
 
+/// CPUID feature words offered as VM-wide feature registers: (name, leaf, subleaf, register:
+/// 0 = eax, 1 = ebx, 2 = ecx, 3 = edx). Their defaults are what `KVM_GET_SUPPORTED_CPUID`
+/// reports; user space may clear bits (hide features) but not set bits KVM cannot back.
+const CPUID_FEATURES: [(&str, u32, u32, usize); 6] = [
+    ("CPUID.01H:ECX", 1, 0, 2),
+    ("CPUID.01H:EDX", 1, 0, 3),
+    ("CPUID.07H.0:EBX", 7, 0, 1),
+    ("CPUID.07H.0:ECX", 7, 0, 2),
+    ("CPUID.80000001H:ECX", 0x8000_0001, 0, 2),
+    ("CPUID.80000001H:EDX", 0x8000_0001, 0, 3),
+];
+
+fn cpuid_word(e: &kvm_bindings::kvm_cpuid_entry2, reg: usize) -> u32 {
+    [e.eax, e.ebx, e.ecx, e.edx][reg & 3]
+}
+
+/// The VM-wide feature registers: the CPUID feature words of [`CPUID_FEATURES`] that KVM
+/// reports, each backed by `KVM_GET_SUPPORTED_CPUID`. None where they cannot be enforced:
+/// under `kvm_pvm` the guest executes CPUID natively, whatever `KVM_SET_CPUID2` says (seen on
+/// the build host: the guest read the host's leaf 1 with bits KVM had not offered).
+pub(crate) fn feature_defs(kvm: &Kvm, caps: &HostCaps) -> Vec<FeatureDef> {
+    if caps.pvm {
+        return Vec::new();
+    }
+    let Ok(cpuid) = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) else {
+        return Vec::new();
+    };
+    CPUID_FEATURES
+        .iter()
+        .filter_map(|&(name, leaf, sub, reg)| {
+            let e = cpuid
+                .as_slice()
+                .iter()
+                .find(|e| e.function == leaf && (leaf != 7 || e.index == sub))?;
+            Some(FeatureDef {
+                name: name.into(),
+                default: u64::from(cpuid_word(e, reg)),
+                backed_by: Some("KVM_GET_SUPPORTED_CPUID".into()),
+                can_disable: true,
+                can_enable: false,
+            })
+        })
+        .collect()
+}
+
 /// Per-VM x86 state: the supported CPUID and the hidden slot's layout.
 pub(crate) struct VmArch {
     cpuid: CpuId,
@@ -193,6 +238,41 @@ pub(crate) fn page_tables(addr_bits: u8, gib_pages: bool) -> Vec<u8> {
 }
 
 impl VmArch {
+    /// `KVM_SET_CPUID2`: the supported CPUID with the initial APIC id = `id` and each feature
+    /// word of [`CPUID_FEATURES`] replaced by the VM's feature register. Called at vCPU
+    /// creation and again at its first run, when the registers are frozen (KVM accepts
+    /// `KVM_SET_CPUID2` until the first `KVM_RUN`).
+    pub(crate) fn apply_features(
+        &self,
+        vcpu: &VcpuFd,
+        id: u32,
+        features: &FeatureRegisters,
+    ) -> Result<()> {
+        let mut cpuid = self.cpuid.clone();
+        for e in cpuid.as_mut_slice() {
+            if e.function == 1 {
+                // Initial APIC id = vCPU id.
+                e.ebx = (e.ebx & 0x00ff_ffff) | ((id & 0xff) << 24);
+            }
+            for &(name, leaf, sub, reg) in &CPUID_FEATURES {
+                if e.function != leaf || (leaf == 7 && e.index != sub) {
+                    continue;
+                }
+                if let Some(v) = features.read(name) {
+                    let v = v as u32;
+                    match reg {
+                        0 => e.eax = v,
+                        1 => e.ebx = v,
+                        2 => e.ecx = v,
+                        _ => e.edx = v,
+                    }
+                }
+            }
+        }
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(|e| Error::os("KVM_SET_CPUID2", e))
+    }
+
     /// Sets up the VM side: `KVM_SET_TSS_ADDR`, `KVM_GET_SUPPORTED_CPUID`, and the hidden slot
     /// with page tables and GDT.
     pub(crate) fn new(
@@ -256,16 +336,9 @@ impl VmArch {
         id: u32,
         init: &VcpuInit,
         mem: &Memory,
+        features: &FeatureRegisters,
     ) -> Result<()> {
-        let mut cpuid = self.cpuid.clone();
-        for e in cpuid.as_mut_slice() {
-            if e.function == 1 {
-                // Initial APIC id = vCPU id.
-                e.ebx = (e.ebx & 0x00ff_ffff) | ((id & 0xff) << 24);
-            }
-        }
-        vcpu.set_cpuid2(&cpuid)
-            .map_err(|e| Error::os("KVM_SET_CPUID2", e))?;
+        self.apply_features(vcpu, id, features)?;
 
         let mut sregs = vcpu
             .get_sregs()

@@ -5,6 +5,7 @@ mod common;
 
 use backend_kvm_plain::platform::{HOST_CALL_SIGNATURE, SYSTEM_OFF_SIGNATURE, X86_HOST_CALL_BLOCK};
 use common::{kvm, r, run, vm_with_code, Asm, MMIO, RAM};
+use cvm_core::Backend;
 use cvm_core::{Error, ExitKind, LaunchState, MemoryKind, RegionError, Resume, VmExit};
 
 /// `mask` of the low `size` bytes.
@@ -550,4 +551,73 @@ fn exit_detail_and_ioctl_counters_describe_what_kvm_did() {
     assert_eq!(stats.calls_of("KVM_SET_SREGS"), 1);
     assert!(stats.calls_of("KVM_RUN") >= 2, "{stats:?}");
     assert!(stats.calls_of("KVM_CREATE_GUEST_MEMFD") + stats.calls_of("memfd_create") >= 1);
+}
+
+#[test]
+fn cpuid_feature_registers_reach_the_guest_and_freeze() {
+    let Some(b) = kvm() else { return };
+    // mov rdi, MMIO ; mov eax, 1 ; xor ecx, ecx ; cpuid ; mov [rdi], ecx ; hlt
+    let mut a = Asm::new();
+    a.mov_imm(r::RDI, MMIO);
+    let mut code = a.bytes();
+    code.extend_from_slice(&[0xb8, 1, 0, 0, 0, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0x0f, 0xf4]);
+    let (vm, mut vcpu) = vm_with_code(&b, &code, &[]);
+    let name = "CPUID.01H:ECX";
+    let intercepted = b
+        .info()
+        .capabilities
+        .iter()
+        .any(|c| c.name == "x86.cpuid_interception" && c.present);
+    let Some(def) = vm.feature_defs().into_iter().find(|d| d.name == name) else {
+        assert!(
+            !intercepted,
+            "CPUID is intercepted, so {name} must be offered"
+        );
+        println!("skipped: this KVM does not intercept CPUID (kvm_pvm), so no CPUID feature registers are offered");
+        return;
+    };
+    assert!(def.can_disable && !def.can_enable);
+    // A bit the host does not support cannot be set.
+    let unsupported = (0..32).map(|b| 1u64 << b).find(|b| def.default & b == 0);
+    if let Some(bit) = unsupported {
+        assert!(matches!(
+            vm.set_feature(name, def.default | bit),
+            Err(Error::FeatureRejected { .. })
+        ));
+    }
+    // Hide the lowest supported bit that is not the hypervisor bit (31).
+    let hide = (0..31)
+        .map(|b| 1u64 << b)
+        .find(|b| def.default & b != 0)
+        .expect("some CPUID.01H:ECX feature");
+    let value = def.default & !hide;
+    vm.set_feature(name, value).unwrap();
+    match run(&mut vcpu, Resume::Done) {
+        VmExit::Mmio {
+            gpa: MMIO,
+            size: 4,
+            write: Some(ecx),
+        } => {
+            assert_eq!(
+                ecx & hide,
+                0,
+                "the hidden bit must be clear in the guest's CPUID"
+            );
+            // Nothing beyond the register, except what KVM updates at run time (OSXSAVE
+            // follows CR4, bit 31 marks a hypervisor).
+            let runtime = (1u64 << 27) | (1u64 << 31);
+            assert_eq!(
+                ecx & !value & !runtime,
+                0,
+                "guest ecx {ecx:#x}, register {value:#x}"
+            );
+        }
+        other => panic!("expected the CPUID result as an MMIO write, got {other:?}"),
+    }
+    // Frozen after the first run: the same value is fine, another is Busy.
+    vm.set_feature(name, value).unwrap();
+    assert!(matches!(
+        vm.set_feature(name, def.default),
+        Err(Error::Busy { .. })
+    ));
 }

@@ -141,20 +141,6 @@ fn slot(pcr: u8) -> Option<usize> {
     PCR_INDICES.iter().position(|&p| p == pcr)
 }
 
-fn event_kind(e: &MeasurementEvent) -> &'static str {
-    match e {
-        MeasurementEvent::Ripas { .. } => "ripas",
-        MeasurementEvent::Data { .. } => "data",
-        MeasurementEvent::Rec { .. } => "rec",
-        MeasurementEvent::Rem { .. } => "rem",
-        MeasurementEvent::MeasuredPages { .. } => "measured_pages",
-        MeasurementEvent::Finalize { .. } => "finalize",
-        MeasurementEvent::Extend { .. } => "extend",
-        MeasurementEvent::Load { .. } => "load",
-        MeasurementEvent::Vcpu { .. } => "vcpu",
-    }
-}
-
 impl TvmMeasurement {
     /// All registers 48 zero bytes, not finalized.
     pub fn new() -> Self {
@@ -271,7 +257,7 @@ impl TvmMeasurement {
             }
             other => Err(MeasureError::ForeignEvent {
                 index,
-                kind: event_kind(other),
+                kind: other.name(),
             }),
         }
     }

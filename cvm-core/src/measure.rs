@@ -239,6 +239,23 @@ pub enum MeasurementEvent {
     },
 }
 
+impl MeasurementEvent {
+    /// The event's name as it appears in a log (`ripas`, `data`, `measured_pages`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            MeasurementEvent::Ripas { .. } => "ripas",
+            MeasurementEvent::Data { .. } => "data",
+            MeasurementEvent::Rec { .. } => "rec",
+            MeasurementEvent::Rem { .. } => "rem",
+            MeasurementEvent::MeasuredPages { .. } => "measured_pages",
+            MeasurementEvent::Finalize { .. } => "finalize",
+            MeasurementEvent::Extend { .. } => "extend",
+            MeasurementEvent::Load { .. } => "load",
+            MeasurementEvent::Vcpu { .. } => "vcpu",
+        }
+    }
+}
+
 /// The ordered record of a launch's measured events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -408,24 +408,30 @@ fn feature_reads_are_lock_free_and_writes_serialised() {
     let idx = regs.index("ID_AA64PFR0_EL1").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let allowed = [0x1101u64, 0x1001, 0x0101, 0x0001];
+    // Readers and writers start together, so the reads overlap the writes.
+    let start = Arc::new(std::sync::Barrier::new(5));
     let readers: Vec<_> = (0..3)
         .map(|_| {
-            let (regs, stop) = (Arc::clone(&regs), Arc::clone(&stop));
+            let (regs, stop, start) = (Arc::clone(&regs), Arc::clone(&stop), Arc::clone(&start));
             std::thread::spawn(move || {
+                start.wait();
                 let mut seen = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                loop {
                     let v = regs.read_index(idx).unwrap();
                     assert!(allowed.contains(&v), "torn or foreign value {v:#x}");
                     seen += 1;
+                    if stop.load(Ordering::Relaxed) {
+                        return seen;
+                    }
                 }
-                seen
             })
         })
         .collect();
     let writers: Vec<_> = (0..2)
         .map(|w| {
-            let regs = Arc::clone(&regs);
+            let (regs, start) = (Arc::clone(&regs), Arc::clone(&start));
             std::thread::spawn(move || {
+                start.wait();
                 for i in 0..2000usize {
                     let v = allowed[(i + w) % allowed.len()];
                     regs.write("ID_AA64PFR0_EL1", v, |_, _, _| Ok(())).unwrap();
