@@ -209,7 +209,10 @@ impl<O: VmOps> ManagedVm<O> {
             stats: StatsRecorder::new(),
             powered_off_by_guest: AtomicBool::new(false),
         });
-        let ops = make(Arc::clone(&shared))?;
+        let ops = {
+            let _span = tracing::debug_span!("create_vm", vm = shared.id).entered();
+            make(Arc::clone(&shared))?
+        };
         tracing::debug!(vm = shared.id, ?config.confidentiality, "vm created");
         Ok(Self {
             shared,
@@ -455,6 +458,8 @@ impl Vcpu for ManagedVcpu {
         }
         validate_resume(self.pending.as_ref(), &resume)?;
         self.shared.features.freeze();
+        // Every firmware call and native exit the backend traces inside carries the ids.
+        let _span = tracing::trace_span!("run", vm = self.shared.id, vcpu = self.id).entered();
         let exit = self.ops.run(resume, self.pending.as_ref())?;
         let kind = exit.kind();
         self.stats.exit(kind);
