@@ -370,10 +370,18 @@ pub fn compare_all(backends: &[Box<dyn Backend>], program: &Program) -> Vec<Back
 }
 
 fn columns(out: &mut String, title: &str, names: &[String], cells: &[Vec<String>]) {
-    let width = 34usize;
+    // Each section is as wide as its widest cell (at least 24 columns).
+    let width = cells
+        .iter()
+        .flatten()
+        .chain(names)
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     let _ = writeln!(out, "\n{title}");
     let header: Vec<String> = names.iter().map(|n| format!("{n:<width$}")).collect();
-    let _ = writeln!(out, "  {}", header.join(" ").trim_end());
+    let _ = writeln!(out, "  {}", header.join("  ").trim_end());
     let rows = cells.iter().map(Vec::len).max().unwrap_or(0);
     for r in 0..rows {
         let line: Vec<String> = cells
@@ -383,7 +391,7 @@ fn columns(out: &mut String, title: &str, names: &[String], cells: &[Vec<String>
                 format!("{s:<width$}")
             })
             .collect();
-        let _ = writeln!(out, "  {}", line.join(" ").trim_end());
+        let _ = writeln!(out, "  {}", line.join("  ").trim_end());
     }
 }
 
@@ -503,7 +511,7 @@ pub fn render_table(reports: &[BackendReport]) -> String {
             match &r.measurement {
                 Some(m) => {
                     v.push(m.algorithm.name().to_string());
-                    for reg in m.registers.iter().take(4) {
+                    for reg in m.registers.iter().take(5) {
                         v.push(format!(
                             "{} {}",
                             reg.name,

@@ -224,3 +224,53 @@ fn compare_json_for_one_backend() {
     assert_eq!(reports.len(), 1, "{v}");
     assert!(reports[0].is_object());
 }
+
+#[test]
+fn compare_table_and_svg_show_each_channel() {
+    let dir = temp_dir("compare-svg");
+    let svg = dir.join("mmio.svg");
+    let o = cvm(&[
+        "compare",
+        "--backends",
+        "arm-cca,riscv-cove",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    // The same sign-extending read travelled through each architecture's own channel, and
+    // each guest got the sign-extended value and passed its checks.
+    assert!(
+        table.contains("RecEntry.gprs[0] + EMULATED_MMIO"),
+        "{table}"
+    );
+    assert!(table.contains("NACL scratch a0"), "{table}");
+    assert_eq!(
+        table.matches("guest got 0xffffffffffffff80").count(),
+        2,
+        "{table}"
+    );
+    assert_eq!(table.matches("all checks passed").count(), 2, "{table}");
+    assert_eq!(
+        table.matches("host saw the guest's data").count(),
+        2,
+        "{table}"
+    );
+    assert!(table.contains("RMI_REC_ENTER") && table.contains("COVH_TVM_VCPU_RUN"));
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
+    assert!(picture.contains("arm-cca") && picture.contains("riscv-cove"));
+    assert!(picture.contains("Resume::MmioRead(0x80)"));
+    // The JSON says the same: the guest read its own launch measurement, equal to the host's.
+    let o = cvm(&["compare", "--json", "--backends", "arm-cca,riscv-cove"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for r in v.as_array().unwrap() {
+        let guest = r["guest_measurement"].as_str().unwrap();
+        let regs = r["measurement"]["registers"].as_array().unwrap();
+        assert!(
+            regs.iter().any(|x| x["value"].as_str() == Some(guest)),
+            "{}: the guest's measurement is one of the host's registers",
+            r["info"]["name"]
+        );
+    }
+}
