@@ -465,7 +465,7 @@ pub fn render_table(reports: &[BackendReport]) -> String {
     );
     columns(
         &mut out,
-        "one MMIO read (1 byte, sign-extending): what the host saw",
+        "one MMIO read: what the host saw, and the channel the value took back",
         &names,
         &cell(&|r| match &r.mmio_read {
             None => vec!["-".into()],

@@ -274,3 +274,33 @@ fn compare_table_and_svg_show_each_channel() {
         );
     }
 }
+
+#[test]
+fn compare_runs_a_program_from_json() {
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/programs/mmio-widths.json");
+    let o = cvm(&[
+        "compare",
+        "--json",
+        "--backends",
+        "arm-cca,riscv-cove",
+        program.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for r in v.as_array().unwrap() {
+        // 4 writes + 3 repeated writes, plus the doorbell's REPORT (2) and DONE (1) writes.
+        assert_eq!(r["exits"]["mmio_write"], 10, "{r}");
+        assert_eq!(r["exits"]["mmio_read"], 1, "{r}");
+        assert_eq!(r["mmio_read"]["size"], 4, "{r}");
+        assert!(r["failures"].as_array().unwrap().is_empty(), "{r}");
+    }
+    let bad = temp_dir("bad-program").join("p.json");
+    std::fs::write(&bad, r#"{"ops":[{"teleport":{}}]}"#).unwrap();
+    let o = cvm(&["compare", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        one_line_failure(&o).contains("not a program"),
+        "{}",
+        stderr(&o)
+    );
+}
