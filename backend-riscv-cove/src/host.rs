@@ -57,6 +57,14 @@ pub const ZERO_POOL_BATCH: u64 = 16;
 /// TVM_VCPU_RUN re-entries after host timer interrupts before `run` returns
 /// `VmExit::Interrupted`.
 pub const MAX_REENTRIES: u32 = 8;
+/// TVM_VCPU_RUN re-entries after exits the host handles itself (forwarded ECALLs it answers,
+/// HSM HART_START, page faults it backs) before `run` returns `VmExit::Interrupted`. A guest
+/// looping on such exits (e.g. an endless stream of unknown SBI calls, each answered
+/// NOT_SUPPORTED) would otherwise keep `run` from ever returning; KVM likewise goes back to
+/// user space when a signal is pending instead of re-entering forever. Far above what a
+/// well-behaved run needs between two VMM-visible exits (the pool backs 2 MiB of fresh
+/// private memory with 512 faults).
+pub const MAX_HANDLED_EXITS: u32 = 4096;
 
 fn mem_err(e: HostMemError) -> Error {
     Error::backend(e)
@@ -770,6 +778,7 @@ impl VmOps for CoveVm {
             last_htinst: 0,
             terminated: false,
             starting: None,
+            deferred: None,
             last: LastExit::None,
         }))
     }
@@ -838,6 +847,11 @@ struct CoveVcpu {
     terminated: bool,
     /// A hart whose HART_START this vCPU's next successful TVM_VCPU_RUN completes.
     starting: Option<usize>,
+    /// The scratch a0/a1 the host wrote to answer an exit it handled itself, when `run`
+    /// returned (`MAX_HANDLED_EXITS`) before re-entering: written again before the next
+    /// TVM_VCPU_RUN, since another vCPU on the same hart may have used the NACL scratch
+    /// area in between.
+    deferred: Option<(u64, u64)>,
     /// Raw fields of the last exit, formatted only by [`VcpuOps::exit_detail`].
     last: LastExit,
 }
@@ -1193,8 +1207,23 @@ impl CoveVcpu {
         self.apply_isa()?;
         let _hart = lock(&c.k.harts[self.hart]);
         self.apply_resume(resume, pending)?;
+        if let Some((a0, a1)) = self.deferred {
+            self.put_gpr(reg::A0, a0)?;
+            self.put_gpr(reg::A1, a1)?;
+            self.deferred = None;
+        }
         let mut reentries = 0;
+        let mut handled = 0u32;
+        // The scratch a0/a1 written to answer the last exit handled here, if any.
+        let mut answered: Option<(u64, u64)> = None;
         loop {
+            if handled >= MAX_HANDLED_EXITS {
+                c.stats().add("handled_exit_limit", 1);
+                self.deferred = answered;
+                return Ok(VmExit::Interrupted);
+            }
+            handled += 1;
+            answered = None;
             let ran = c.k.covh(
                 c.stats(),
                 self.hart,
@@ -1268,6 +1297,7 @@ impl CoveVcpu {
                         };
                         self.put_gpr(reg::A0, code)?;
                         self.put_gpr(reg::A1, 0)?;
+                        answered = Some((code, 0));
                         continue;
                     }
                     if eid == u64::from(abi::EID_HSM) && fid == u64::from(hsm::HART_STOP) {
@@ -1302,8 +1332,10 @@ impl CoveVcpu {
                         });
                     }
                     // RFC 21/48: anything else forwarded → SBI_ERR_NOT_SUPPORTED.
-                    self.put_gpr(reg::A0, SbiError::NotSupported.code() as u64)?;
+                    let code = SbiError::NotSupported.code() as u64;
+                    self.put_gpr(reg::A0, code)?;
                     self.put_gpr(reg::A1, 0)?;
+                    answered = Some((code, 0));
                 }
                 trap::CAUSE_FETCH_GUEST_PAGE_FAULT
                 | trap::CAUSE_LOAD_GUEST_PAGE_FAULT

@@ -35,6 +35,7 @@
 //! | 22 virtual instruction, stval = WFI | `Halt` | `Done` |
 //! | 22 virtual instruction, stval = CSR access to seed (0x015), forward policy | `SysReg { reg: 0x015, write: scratch a0 if the instruction writes, write_mask: scratch a1 }` | `SysReg(v)` → scratch a0 (TSM writes rd, zero-extended from 32 bits); `InjectAbort` → illegal instruction |
 //! | interrupt (bit 63), e.g. the model's per-run instruction budget | — (re-enter up to [`host::MAX_REENTRIES`] times) then `Interrupted` | `Done` |
+//! | more than [`host::MAX_HANDLED_EXITS`] exits in one `run` that the host handled itself (rows with "—") | `Interrupted` (the guest is re-entered on the next `run`) | `Done` |
 //! | any other exit with TVM_VCPU_RUN ≠ 0 (UnhandledTrap) | `Fault { syndrome: scause }` | `Done` (the vCPU stays terminated) |
 //!
 //! A secondary vCPU that the guest has not started with HSM HART_START runs to `Halt`.

@@ -49,49 +49,64 @@ pub(crate) fn handle(tvm: &mut Tvm, _v: &mut VcpuState, fid: u32, a: [u64; 6]) -
     }
 }
 
+/// The run of `[pos, end)` that starts at `pos` and lies in one region (`Some(kind)`) or in
+/// no region (`None`): `(run end, kind)`. Walking a guest range run by run instead of page by
+/// page keeps the TSM's work proportional to the number of regions, not to the length the
+/// guest asked for (a guest-chosen length of 2^49 bytes must not stall the TSM).
+fn run_at(tvm: &Tvm, pos: u64, end: u64) -> (u64, Option<RegionKind>) {
+    match tvm.region_of(pos, PAGE_SIZE) {
+        Some(r) => ((r.gpa + r.len).min(end), Some(r.kind)),
+        None => {
+            let next = tvm
+                .regions
+                .iter()
+                .map(|r| r.gpa)
+                .filter(|&g| g > pos)
+                .min()
+                .unwrap_or(end);
+            (next.min(end), None)
+        }
+    }
+}
+
 /// SHARE: every page confidential or outside any region (memory the host provides as shared,
 /// which the TVM now declares shared); UNSHARE: every page in a shared region.
 fn check_share(tvm: &Tvm, gpa: u64, len: u64, share: bool) -> Result<(), SbiError> {
     let end = Tvm::check_gpa_range(gpa, len)?;
     let mut p = gpa;
     while p < end {
-        let kind = tvm.region_of(p, PAGE_SIZE).map(|r| r.kind);
+        let (next, kind) = run_at(tvm, p, end);
         let ok = if share {
             matches!(kind, None | Some(RegionKind::Confidential))
-                && (kind.is_some() || !tvm.regions.iter().any(|r| p >= r.gpa && p < r.gpa + r.len))
         } else {
             kind == Some(RegionKind::Shared)
         };
         if !ok {
             return Err(SbiError::InvalidAddress);
         }
-        p += PAGE_SIZE;
+        p = next;
     }
     Ok(())
 }
 
-/// Applies an accepted SHARE/UNSHARE to the TVM's regions.
+/// Applies an accepted SHARE/UNSHARE to the TVM's regions: all or nothing. The range is
+/// checked again first, since another vCPU may have changed the regions (e.g. added an MMIO
+/// region) between the forward and the host's answer; once it passes, every step below
+/// succeeds.
 pub(crate) fn apply_share(tvm: &mut Tvm, gpa: u64, len: u64, share: bool) -> Result<(), SbiError> {
+    check_share(tvm, gpa, len, share)?;
     if share {
         let end = Tvm::check_gpa_range(gpa, len)?;
         // Confidential parts are retyped; unclaimed parts become new shared regions.
         let mut p = gpa;
         while p < end {
-            let start = p;
-            let conf = tvm.region_of(p, PAGE_SIZE).is_some();
-            while p < end && tvm.region_of(p, PAGE_SIZE).is_some() == conf {
-                p += PAGE_SIZE;
-            }
-            if conf {
-                tvm.retype(
-                    start,
-                    p - start,
-                    RegionKind::Confidential,
-                    RegionKind::Shared,
-                )?;
+            let (next, kind) = run_at(tvm, p, end);
+            if kind.is_some() {
+                tvm.retype(p, next - p, RegionKind::Confidential, RegionKind::Shared)?;
             } else {
-                tvm.add_region(start, p - start, RegionKind::Shared)?;
+                tvm.add_region(p, next - p, RegionKind::Shared)?;
             }
+            p = next;
         }
         Ok(())
     } else {

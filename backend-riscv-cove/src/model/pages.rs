@@ -261,6 +261,23 @@ impl PhysMem {
         Ok(())
     }
 
+    /// Checks, without changing anything, that each of the `n` pages from `pa` may be
+    /// shared ([`PhysMem::share`]). Stops at the first page that may not, so the work is
+    /// bounded by the host memory that exists (RAM or one pinned window), whatever `n` is.
+    pub fn check_shareable(&self, pa: u64, n: u64) -> Result<(), SbiError> {
+        for p in Self::range(pa, n)? {
+            let ok = match self.state(p) {
+                Some(PageState::Host | PageState::Shared(_)) => true,
+                Some(_) => false,
+                None => self.window(p).is_some(),
+            };
+            if !ok {
+                return Err(SbiError::InvalidAddress);
+            }
+        }
+        Ok(())
+    }
+
     /// Drops one share reference of `pa`.
     pub fn unshare(&mut self, pa: u64) {
         if let Some(PageState::Shared(n)) = self.state(pa) {
@@ -428,6 +445,54 @@ impl PhysMem {
             pos += n;
         }
         Ok(())
+    }
+
+    /// Every RAM page with its state (completed conversions resolved), for invariant checks.
+    pub fn pages(&self) -> impl Iterator<Item = (u64, PageState)> + '_ {
+        (0..self.states.len() as u64).filter_map(move |i| {
+            let pa = self.base + i * PAGE_SIZE;
+            self.state(pa).map(|s| (pa, s))
+        })
+    }
+
+    /// The number of host RAM pages.
+    pub fn page_count(&self) -> usize {
+        self.states.len()
+    }
+
+    /// The index of RAM page `pa` (page-aligned, inside RAM).
+    pub fn page_index(&self, pa: u64) -> Option<usize> {
+        self.index(pa)
+    }
+
+    /// The fence's current TLB version (what a conversion now records).
+    pub fn fence_version(&self) -> u64 {
+        self.fence.current()
+    }
+
+    /// Checks the share counts of pinned VMM memory against `refs` (shared mappings by host
+    /// page, counted from the TVMs): every window page's count equals its mappings.
+    pub fn check_window_shares(
+        &self,
+        refs: &std::collections::HashMap<u64, u32>,
+    ) -> Result<(), String> {
+        for w in &self.windows {
+            for (i, &n) in w.shared.iter().enumerate() {
+                let pa = w.pa + i as u64 * PAGE_SIZE;
+                let want = refs.get(&pa).copied().unwrap_or(0);
+                if n != want {
+                    return Err(format!(
+                        "pinned page {pa:#x} shared {n} times but mapped {want} times"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `pa` is a page of pinned VMM memory.
+    pub fn is_pinned(&self, pa: u64) -> bool {
+        self.window(pa).is_some()
     }
 
     /// Checks that the host may touch `[pa, pa + len)`: host or shared RAM, or pinned memory.

@@ -31,15 +31,20 @@ pub struct ModelConfig {
     pub ram_base: u64,
     /// Host RAM pages.
     pub ram_pages: usize,
+    /// Guest instructions one TVM_VCPU_RUN may retire before the TSM returns with a host
+    /// timer interrupt (the host timer's period; at least 1).
+    pub run_budget: u64,
 }
 
 impl Default for ModelConfig {
-    /// 4 harts and 64 MiB of host RAM at 0x1_0000_0000.
+    /// 4 harts, 64 MiB of host RAM at 0x1_0000_0000, [`vcpu::RUN_BUDGET`] instructions per
+    /// run.
     fn default() -> Self {
         Self {
             harts: 4,
             ram_base: 0x1_0000_0000,
             ram_pages: 16384,
+            run_budget: vcpu::RUN_BUDGET,
         }
     }
 }
@@ -56,6 +61,7 @@ struct Machine {
     mem: PhysMem,
     tvms: BTreeMap<u64, Tvm>,
     next_id: u64,
+    run_budget: u64,
 }
 
 /// The in-process TSM model (Salus-faithful) implementing [`Covh`].
@@ -82,6 +88,7 @@ impl TsmModel {
                 mem: PhysMem::new(config.ram_base, config.ram_pages, harts),
                 tvms: BTreeMap::new(),
                 next_id: 1,
+                run_budget: config.run_budget.max(1),
             }),
             stats: StatsRecorder::new(),
             config: ModelConfig { harts, ..config },
@@ -142,6 +149,18 @@ impl TsmModel {
             .map(|v| v.ext_delivered)
     }
 
+    /// Checks the model's internal consistency (model inspection, used by the robustness
+    /// tests after every call): every page has exactly one state and one owner — each page a
+    /// TVM holds (page directory, TVM/vCPU state, page-table pool, confidential mappings) is
+    /// `VmState`/`Mapped` of that TVM and claimed once, no `VmState`/`Mapped` page belongs to
+    /// a TVM that does not hold it (a leak), share counts equal the shared mappings, no
+    /// conversion records a TLB version from the future, NACL shared memory is never
+    /// confidential, and every TVM's regions are sorted, aligned, disjoint and inside the GPA
+    /// space. `Err` names the first violation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.lock().check_invariants()
+    }
+
     /// Calls by name and counters of the whole machine.
     pub fn stats(&self) -> Stats {
         self.stats.snapshot()
@@ -160,6 +179,131 @@ fn eid_fid_name(eid: u32, fid: u32) -> &'static str {
 }
 
 impl Machine {
+    fn check_invariants(&self) -> Result<(), String> {
+        use std::collections::HashMap;
+        // What the TVMs say each RAM page is (indexed by page), and shared mappings by page.
+        let pages = self.mem.page_count();
+        let mut expect: Vec<Option<PageState>> = vec![None; pages];
+        let mut held = 0usize;
+        let mut shared: HashMap<u64, u32> = HashMap::new();
+        let mut claim = |pa: u64, s: PageState, what: &str| -> Result<(), String> {
+            let slot = self
+                .mem
+                .page_index(pa)
+                .and_then(|i| expect.get_mut(i))
+                .ok_or_else(|| format!("a TVM holds {pa:#x} ({what}), outside host RAM"))?;
+            if let Some(prev) = slot.replace(s) {
+                return Err(format!(
+                    "page {pa:#x} held twice ({prev:?} and {s:?} as {what})"
+                ));
+            }
+            held += 1;
+            Ok(())
+        };
+        for (&id, t) in &self.tvms {
+            if t.id != id {
+                return Err(format!("TVM {id} records id {}", t.id));
+            }
+            let st = PageState::VmState(id);
+            for i in 0..PGD_PAGES {
+                claim(t.pgd + i * PAGE_SIZE, st, "page directory")?;
+            }
+            for i in 0..TVM_STATE_PAGES {
+                claim(t.state_pa + i * PAGE_SIZE, st, "TVM state")?;
+            }
+            for &p in t.pgt_free.iter().chain(&t.pgt_used) {
+                claim(p, st, "page-table page")?;
+            }
+            for (&vid, v) in &t.vcpus {
+                if v.id != vid {
+                    return Err(format!("TVM {id} vCPU {vid} records id {}", v.id));
+                }
+                for i in 0..tvm::VCPU_STATE_PAGES {
+                    claim(v.state_pa + i * PAGE_SIZE, st, "vCPU state")?;
+                }
+            }
+            for (&gpa, mp) in &t.map {
+                if gpa % PAGE_SIZE != 0 || gpa >= 1 << tvm::GPA_BITS {
+                    return Err(format!("TVM {id} maps bad gpa {gpa:#x}"));
+                }
+                if mp.shared {
+                    *shared.entry(mp.pa).or_default() += 1;
+                } else {
+                    claim(mp.pa, PageState::Mapped(id), "confidential mapping")?;
+                }
+            }
+            let mut end = 0u64;
+            for r in &t.regions {
+                if r.len == 0 || r.gpa % PAGE_SIZE != 0 || r.len % PAGE_SIZE != 0 {
+                    return Err(format!("TVM {id} has bad region {r:?}"));
+                }
+                if r.gpa < end {
+                    return Err(format!("TVM {id} regions overlap or are unsorted at {r:?}"));
+                }
+                end = r
+                    .gpa
+                    .checked_add(r.len)
+                    .filter(|&e| e <= 1 << tvm::GPA_BITS)
+                    .ok_or_else(|| format!("TVM {id} region {r:?} leaves the GPA space"))?;
+            }
+        }
+        let version = self.mem.fence_version();
+        let mut seen = 0usize;
+        for (pa, s) in self.mem.pages() {
+            match s {
+                PageState::Host | PageState::Converted => {}
+                PageState::Converting(v) if v <= version => {}
+                PageState::Converting(v) => {
+                    return Err(format!("page {pa:#x} converting at future version {v}"))
+                }
+                PageState::Shared(n) => {
+                    let want = shared.get(&pa).copied().unwrap_or(0);
+                    if n != want || n == 0 {
+                        return Err(format!(
+                            "page {pa:#x} shared {n} times but mapped {want} times"
+                        ));
+                    }
+                }
+                PageState::VmState(_) | PageState::Mapped(_) => {}
+            }
+            let want = self
+                .mem
+                .page_index(pa)
+                .and_then(|i| expect.get(i).copied().flatten());
+            match want {
+                Some(want) if want != s => {
+                    return Err(format!("page {pa:#x} is {s:?}, its holder says {want:?}"))
+                }
+                Some(_) => seen += 1,
+                None if matches!(s, PageState::VmState(_) | PageState::Mapped(_)) => {
+                    return Err(format!("page {pa:#x} is {s:?} but no TVM holds it (leak)"))
+                }
+                None => {}
+            }
+        }
+        if seen != held {
+            return Err(format!("{held} pages held by TVMs, {seen} in those states"));
+        }
+        self.mem.check_window_shares(&shared)?;
+        for (h, hart) in self.harts.iter().enumerate() {
+            if let Some(pa) = hart.nacl {
+                for i in 0..NACL_SHMEM_PAGES {
+                    let p = pa + i * PAGE_SIZE;
+                    if !matches!(
+                        self.mem.state(p),
+                        Some(PageState::Host | PageState::Shared(_))
+                    ) {
+                        return Err(format!(
+                            "hart {h} NACL page {p:#x} is {:?}",
+                            self.mem.state(p)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn nacl_ranges(&self) -> Vec<(u64, u64)> {
         self.harts
             .iter()
@@ -299,6 +443,7 @@ impl Machine {
             .ok_or(SbiError::InvalidParam)?
             .nacl
             .ok_or(SbiError::NoShmem)?;
+        let budget = self.run_budget;
         let Machine {
             tvms, mem, harts, ..
         } = self;
@@ -313,7 +458,7 @@ impl Machine {
         let mut v = t.vcpus.remove(&vcpu_id).ok_or(SbiError::InvalidParam)?;
         t.ran = true;
         let ans = nacl::read_answer(mem, shmem);
-        let report = vcpu::run(t, mem, &mut v, ans);
+        let report = vcpu::run(t, mem, &mut v, ans, budget);
         let vsie = v.cpu.csr(super::cpu::csr::SIE).unwrap_or(0);
         t.vcpus.insert(vcpu_id, v);
         nacl::write_exit(mem, shmem, &report, vsie)?;

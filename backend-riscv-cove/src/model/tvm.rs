@@ -498,8 +498,13 @@ impl Tvm {
         if page_type != 0 {
             return Err(SbiError::InvalidParam);
         }
+        // The host pages first: that check ends at the first page that is not host memory,
+        // so a huge `n` fails fast. `check_mappable` walks every guest page, and a shared
+        // region may be as large as the GPA space (2^38 pages): checking it first let one
+        // call with `n` = 2^37 stall the TSM. (ADD_ZERO/MEASURED_PAGES check their converted
+        // pages first for the same reason.)
+        mem.check_shareable(pa, n)?;
         self.check_mappable(gpa, n, RegionKind::Shared)?;
-        let _pages = PhysMem::range(pa, n)?;
         for i in 0..n {
             if let Err(e) = mem.share(pa + i * PAGE_SIZE) {
                 for j in 0..i {

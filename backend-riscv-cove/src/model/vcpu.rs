@@ -32,7 +32,8 @@ use crate::abi::{
 };
 
 /// Instructions one TVM_VCPU_RUN may retire before the TSM returns with a host timer
-/// interrupt (the model's stand-in for the host's timer).
+/// interrupt (the model's stand-in for the host's timer); the default of
+/// [`ModelConfig::run_budget`](super::ModelConfig::run_budget).
 pub const RUN_BUDGET: u64 = 2_000_000;
 /// The WFI encoding.
 const WFI: u32 = 0x1050_0073;
@@ -653,8 +654,16 @@ fn seed(tvm: &mut Tvm, v: &mut VcpuState, t: Trap, acc: cpu::CsrAccess) -> Optio
     None
 }
 
-/// TVM_VCPU_RUN for vCPU `v` (taken out of `tvm.vcpus` by the caller).
-pub fn run(tvm: &mut Tvm, mem: &mut PhysMem, v: &mut VcpuState, ans: HostAnswer) -> ExitReport {
+/// TVM_VCPU_RUN for vCPU `v` (taken out of `tvm.vcpus` by the caller), retiring at most
+/// `budget` instructions (at least 1) before a host timer interrupt.
+pub fn run(
+    tvm: &mut Tvm,
+    mem: &mut PhysMem,
+    v: &mut VcpuState,
+    ans: HostAnswer,
+    budget: u64,
+) -> ExitReport {
+    let budget = budget.max(1);
     complete(tvm, v, ans);
     // External interrupts injected through COVI (only allowed ones were queued).
     if let Some(&id) = v.ext_pending.iter().next() {
@@ -673,7 +682,7 @@ pub fn run(tvm: &mut Tvm, mem: &mut PhysMem, v: &mut VcpuState, ans: HostAnswer)
             .instructions_retired()
             .wrapping_sub(start)
             .saturating_add(handled);
-        if used >= RUN_BUDGET {
+        if used >= budget {
             return ExitReport {
                 scause: HOST_TIMER_INTERRUPT,
                 ..ExitReport::default()
@@ -681,7 +690,7 @@ pub fn run(tvm: &mut Tvm, mem: &mut PhysMem, v: &mut VcpuState, ans: HostAnswer)
         }
         let exit = {
             let mut bus = TvmBus { map: &tvm.map, mem };
-            v.cpu.run(&mut bus, RUN_BUDGET - used)
+            v.cpu.run(&mut bus, budget - used)
         };
         match exit {
             Exit::Budget => {
