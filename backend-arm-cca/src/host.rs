@@ -88,6 +88,11 @@ use crate::rmi::{Rmi, RmiClient, RmiError};
 /// [`VmExit::Interrupted`] so the VMM regains control of a spinning realm.
 pub const IRQ_EXITS_BEFORE_INTERRUPTED: u32 = 64;
 
+/// Consecutive stage-2 faults on the same page, after the host populated it, that `run`
+/// re-enters before it returns [`VmExit::Fault`] (one is a race with another vCPU populating it;
+/// more mean the fault will not go away).
+const POPULATE_RETRIES: u32 = 4;
+
 /// The realm parameters derived from a [`cvm_core::VmConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealmSetup {
@@ -1534,6 +1539,7 @@ impl VcpuOps for CcaVcpu {
         }
         let top = self.top;
         let mut irqs = 0u32;
+        let (mut last_populated, mut same_page) = (None, 0u32);
         loop {
             let exit = self.enter(&g, &enter)?;
             self.last = Some(LastExit::of(&exit));
@@ -1566,7 +1572,21 @@ impl VcpuOps for CcaVcpu {
                             continue;
                         }
                         if self.vm.populate(page)? {
-                            continue;
+                            // The page is mapped now; a realm that faults on it again and
+                            // again is not making progress (an RMM that misreports the fault
+                            // address): give up rather than re-enter forever.
+                            same_page = match last_populated {
+                                Some(p) if p == page => same_page + 1,
+                                _ => 0,
+                            };
+                            last_populated = Some(page);
+                            if same_page < POPULATE_RETRIES {
+                                continue;
+                            }
+                            return Ok(Self::fault(
+                                format!("realm keeps faulting on populated page {page:#x}"),
+                                exit.esr,
+                            ));
                         }
                         return Ok(Self::fault(
                             format!("realm access to {page:#x}, which is not realm RAM"),

@@ -146,8 +146,15 @@ impl RmmState {
     /// Runs `rec` until something needs the host; returns the REC exit (zeroed first).
     pub(crate) fn run_rec(&mut self, rec: &mut Rec) -> RecExit {
         let mut exit = RecExit::zeroed();
-        let budget = self.cfg.budget;
+        // The instruction budget is per REC_ENTER, shared by every run between the events the
+        // RMM handles in place (RmmConfig::budget): a realm that traps every few thousand
+        // instructions must not run MAX_EVENTS budgets before the host's timer exit.
+        let mut left = self.cfg.budget;
         for _ in 0..MAX_EVENTS {
+            if left == 0 {
+                break;
+            }
+            let before = rec.cpu.instructions_retired();
             let cpu_exit = {
                 let Some(realm) = self.realms.get(&rec.rd) else {
                     exit.exit_reason = exit_reason::IRQ;
@@ -158,8 +165,11 @@ impl RmmState {
                     realm,
                     mem: &mut self.mem,
                 };
-                rec.cpu.run(&mut bus, budget)
+                rec.cpu.run(&mut bus, left)
             };
+            // Every event costs at least one step, even one that retired nothing.
+            let ran = rec.cpu.instructions_retired().wrapping_sub(before);
+            left = left.saturating_sub(ran.max(1));
             let step = match cpu_exit {
                 Exit::Budget => {
                     exit.exit_reason = exit_reason::IRQ;

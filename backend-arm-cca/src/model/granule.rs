@@ -227,6 +227,11 @@ impl PhysMem {
             .ok_or(HostMemError::NotHostGranule { pa })
     }
 
+    /// Every allocated DRAM granule with its state, ascending PA.
+    pub fn states(&self) -> impl Iterator<Item = (u64, GranuleState)> + '_ {
+        self.granules.iter().map(|(pa, g)| (*pa, g.state))
+    }
+
     /// Granules not in the NS state (delegated or in realm use).
     pub fn delegated(&self) -> usize {
         self.granules

@@ -177,7 +177,15 @@ impl RmmState {
             return err(RmiStatus::ErrorInput, 0);
         }
         let n = p.rtt_num_start as u64;
-        let roots: Vec<u64> = (0..n).map(|i| p.rtt_base + i * GRANULE_SIZE).collect();
+        // The root RTTs are `rtt_num_start` consecutive granules from `rtt_base`; a run that
+        // wraps the address space names granules that do not exist (TF-RMM `realm.c`
+        // `find_lock_rd_granules`: each root must be a DELEGATED granule) → RMI_ERROR_INPUT.
+        let Some(roots) = (0..n)
+            .map(|i| p.rtt_base.checked_add(i * GRANULE_SIZE))
+            .collect::<Option<Vec<u64>>>()
+        else {
+            return err(RmiStatus::ErrorInput, 0);
+        };
         if p.rtt_base % GRANULE_SIZE != 0
             || roots
                 .iter()

@@ -239,11 +239,16 @@ impl RmmState {
         if t.mpidr != target_mpidr {
             return err(RmiStatus::ErrorInput, 0);
         }
-        // The host may only report SUCCESS or DENIED (psci_complete_request).
-        if status != psci::SUCCESS && status != psci::DENIED {
+        // psci_complete_request: CPU_ON may be answered SUCCESS or DENIED, AFFINITY_INFO only
+        // SUCCESS.
+        let target_on = t.runnable;
+        let allowed = match req {
+            PsciRequest::CpuOn { .. } => status == psci::SUCCESS || status == psci::DENIED,
+            PsciRequest::AffinityInfo { .. } => status == psci::SUCCESS,
+        };
+        if !allowed {
             return err(RmiStatus::ErrorInput, 0);
         }
-        let target_on = t.runnable;
         let result = match req {
             PsciRequest::CpuOn { entry, context, .. } => {
                 if target_on {

@@ -250,3 +250,143 @@ impl Rmi for Rmm {
         self.lock().mem.detach(pa)
     }
 }
+
+impl Rmm {
+    /// Model introspection (not an RMI command): checks that the model's bookkeeping is
+    /// consistent, as the RMM's granule state machine requires (TF-RMM `granule_types.h`: a
+    /// granule is in exactly one state, and each realm-world object owns its granule):
+    ///
+    /// * every RD, REC, REC aux, RTT and DATA granule is in the state of the one object that
+    ///   holds it, and every granule in such a state is held by exactly one object;
+    /// * every RTT is reachable exactly once from its realm's roots, and the RMM's tables hold
+    ///   protected states only below the PAR boundary and NS states only above it;
+    /// * the VMIDs and REC counts agree with the realms and RECs that exist.
+    ///
+    /// Returns the first inconsistency found. Meant for tests that drive the model with
+    /// arbitrary RMI sequences.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.lock().check_invariants()
+    }
+}
+
+impl RmmState {
+    fn check_invariants(&self) -> Result<(), String> {
+        use crate::model::rtt::{map_size, Rtte, ENTRIES};
+        use GranuleState as G;
+        // Who holds each non-NS granule, by PA.
+        let mut owner: BTreeMap<u64, (G, String)> = BTreeMap::new();
+        let mut claim = |pa: u64, state: G, who: String| -> Result<(), String> {
+            match owner.insert(pa, (state, who.clone())) {
+                Some((_, other)) => Err(format!("granule {pa:#x} held by {other} and {who}")),
+                None => Ok(()),
+            }
+        };
+        let mut vmids = BTreeSet::new();
+        for (&rd, r) in &self.realms {
+            claim(rd, G::Rd, format!("realm {rd:#x}"))?;
+            if !vmids.insert(r.vmid) {
+                return Err(format!("VMID {} used twice", r.vmid));
+            }
+            let alive = self.recs.values().filter(|c| c.rd == rd).count() as u64;
+            if alive != r.recs_alive {
+                return Err(format!(
+                    "realm {rd:#x} counts {} RECs, {alive} exist",
+                    r.recs_alive
+                ));
+            }
+            // Walk the realm's tables from its roots.
+            let par = r.par_size();
+            let mut stack: Vec<(u64, i8, u64)> = Vec::new();
+            for (i, &root) in r.root.iter().enumerate() {
+                let base = i as u64 * ENTRIES as u64 * map_size(r.sl);
+                stack.push((root, r.sl, base));
+            }
+            while let Some((pa, level, base)) = stack.pop() {
+                claim(pa, G::Rtt, format!("realm {rd:#x} RTT L{level} @{base:#x}"))?;
+                let Some(t) = self.rtts.get(&pa) else {
+                    return Err(format!("RTT {pa:#x} of realm {rd:#x} does not exist"));
+                };
+                let size = map_size(level);
+                for (i, e) in t.entries.iter().enumerate() {
+                    let ipa = base + i as u64 * size;
+                    let protected = ipa < par;
+                    match *e {
+                        Rtte::Table { pa: next } => {
+                            if level >= 3 {
+                                return Err(format!("table entry at level 3, IPA {ipa:#x}"));
+                            }
+                            stack.push((next, level + 1, ipa));
+                        }
+                        Rtte::Assigned { pa: data, .. } => {
+                            if !protected || level != 3 {
+                                return Err(format!(
+                                    "ASSIGNED entry at L{level} IPA {ipa:#x} (PAR {par:#x})"
+                                ));
+                            }
+                            claim(data, G::Data, format!("realm {rd:#x} IPA {ipa:#x}"))?;
+                        }
+                        Rtte::Unassigned(_) if !protected => {
+                            return Err(format!("protected state at unprotected IPA {ipa:#x}"));
+                        }
+                        Rtte::UnassignedNs | Rtte::AssignedNs { .. } if protected => {
+                            return Err(format!("NS state at protected IPA {ipa:#x}"));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if vmids != self.vmids {
+            return Err(format!(
+                "VMIDs in use {:?}, realms hold {vmids:?}",
+                self.vmids
+            ));
+        }
+        for (&pa, c) in &self.recs {
+            claim(pa, G::Rec, format!("REC {pa:#x}"))?;
+            if !self.realms.contains_key(&c.rd) {
+                return Err(format!("REC {pa:#x} of missing realm {:#x}", c.rd));
+            }
+            for &a in &c.aux {
+                claim(a, G::RecAux, format!("REC {pa:#x} aux"))?;
+            }
+        }
+        for &pa in self.rtts.keys() {
+            if !owner.contains_key(&pa) {
+                return Err(format!("RTT {pa:#x} is not reachable from any realm"));
+            }
+        }
+        for (pa, state) in self.mem.states() {
+            match (state, owner.remove(&pa)) {
+                (G::Undelegated | G::Delegated, None) => {}
+                (s, Some((want, who))) if s == want => {
+                    let _ = who;
+                }
+                (s, Some((want, who))) => {
+                    return Err(format!(
+                        "granule {pa:#x} is {s:?} but {who} holds it as {want:?}"
+                    ));
+                }
+                (s, None) => return Err(format!("granule {pa:#x} is {s:?} but nothing holds it")),
+            }
+        }
+        if let Some((pa, (state, who))) = owner.into_iter().next() {
+            return Err(format!(
+                "{who} holds {pa:#x} as {state:?}, which is not an allocated granule"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Rmm {
+    /// Model introspection: every allocated DRAM granule and its state, ascending PA.
+    pub fn granule_states(&self) -> Vec<(u64, GranuleState)> {
+        self.lock().mem.states().collect()
+    }
+
+    /// Model introspection: the RTT starting level and IPA width of the realm at `rd`.
+    pub fn realm_shape(&self, rd: u64) -> Option<(i8, u8)> {
+        self.lock().realms.get(&rd).map(|r| (r.sl, r.s2sz))
+    }
+}

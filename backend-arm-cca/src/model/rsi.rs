@@ -275,14 +275,24 @@ impl RmmState {
                     (a1, a2)
                 };
                 let realm = self.realms.get(&rd);
-                let valid_target = mpidr_to_rec_idx(target)
-                    .zip(realm)
-                    .is_some_and(|(i, r)| i < r.rec_count);
-                if !valid_target || (!is_on && a2 != 0) {
-                    out[0] = Some(psci::INVALID_PARAMETERS);
-                } else if is_on && !realm.is_some_and(|r| r.in_par(entry)) {
-                    // PSCI_INVALID_ADDRESS (-9): the entry point must be protected.
+                let target_idx = mpidr_to_rec_idx(target);
+                let valid_target = target_idx.zip(realm).is_some_and(|(i, r)| i < r.rec_count);
+                // TF-RMM `psci.c psci_cpu_on` / `psci_affinity_info`, in their order: the entry
+                // point must be protected (CPU_ON), the lowest affinity level 0
+                // (AFFINITY_INFO), the target a REC of the realm; a REC naming itself is
+                // answered at once (ALREADY_ON / ON) without a host exit, since RMI_PSCI_COMPLETE
+                // cannot name the same REC twice.
+                if is_on && !realm.is_some_and(|r| r.in_par(entry)) {
+                    // PSCI_INVALID_ADDRESS (-9).
                     out[0] = Some(-9i64 as u64);
+                } else if !valid_target || (!is_on && a2 != 0) {
+                    out[0] = Some(psci::INVALID_PARAMETERS);
+                } else if target_idx == mpidr_to_rec_idx(rec.mpidr) {
+                    out[0] = Some(if is_on {
+                        psci::ALREADY_ON
+                    } else {
+                        psci::AFF_ON
+                    });
                 } else {
                     rec.psci = Some(if is_on {
                         PsciRequest::CpuOn {

@@ -186,6 +186,17 @@ impl Aarch64Cpu {
         Flow::Exception
     }
 
+    /// Address size fault (DFSC 0x00, level 0) at stage 1 for an address beyond the PA size
+    /// with stage 1 disabled ([`super::PA_BITS`]): to EL1 as a Data Abort without a change in
+    /// EL (EC 0x25), ISV = 0, FAR_EL1 = the address. Without it, the access would reach stage 2
+    /// with an IPA that HPFAR_EL2 truncates, and alias a protected page of the realm.
+    fn address_size_fault(&mut self, addr: u64, write: bool) -> Flow {
+        let iss = esr::data_abort_iss(None, write, esr::DFSC_ADDR_SIZE_L0);
+        let pc = self.pc();
+        self.exception_entry(esr::build(esr::EC_DABT_CUR, true, iss), Some(addr), pc);
+        Flow::Exception
+    }
+
     /// Stage-2 data abort exit (D17.2.40): `syn` is `Some` for ISV = 1 forms.
     fn stage2_abort(fault: BusFault, addr: u64, write: bool, syn: Option<AccessSyndrome>) -> Flow {
         let iss = esr::data_abort_iss(syn, write, fault.fsc());
@@ -212,6 +223,9 @@ impl Aarch64Cpu {
         let write = matches!(acc.op, Op::Store);
         if matches!(acc.op, Op::Prefetch) {
             return Flow::Next;
+        }
+        if !super::pa_in_range(addr) {
+            return self.address_size_fault(addr, write);
         }
         if addr & (u64::from(bytes) - 1) != 0 {
             return self.alignment_fault(addr, write);
@@ -275,6 +289,14 @@ impl Aarch64Cpu {
         let addr = if idx == 0b01 { base } else { new_base };
         let bytes = 1u8 << size;
         let addr2 = addr.wrapping_add(u64::from(bytes));
+        if !super::pa_in_range(addr) || !super::pa_in_range(addr2) {
+            let at = if super::pa_in_range(addr) {
+                addr2
+            } else {
+                addr
+            };
+            return self.address_size_fault(at, !load);
+        }
         if addr & (u64::from(bytes) - 1) != 0 {
             return self.alignment_fault(addr, !load);
         }

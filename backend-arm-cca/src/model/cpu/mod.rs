@@ -5,7 +5,8 @@
 //! that the RMM model implements over the realm's stage 2. Everything a realm does that needs
 //! EL2 (stage-2 aborts, SMC, HVC, WFI/WFE, trapped system-register accesses) leaves the
 //! interpreter as an [`Exit`]; everything that architecturally stays at EL1 (alignment faults,
-//! SVC, BRK, PC/SP alignment faults) is taken to EL1 in place.
+//! stage-1 address size faults for addresses beyond [`PA_BITS`], SVC, BRK, PC/SP alignment
+//! faults) is taken to EL1 in place.
 //!
 //! Anything outside the supported set, and every unallocated or reserved encoding, exits with
 //! [`Exit::Undefined`]; the interpreter never guesses. Nothing a guest does can panic the host,
@@ -45,6 +46,19 @@ mod tests;
 
 pub use self::syndrome as esr;
 pub use self::sysreg::SysReg;
+
+/// Bits of physical address the PE implements (ID_AA64MMFR0_EL1.PARange = 0b0101, 48 bits, as
+/// the backend's feature registers report). With stage 1 disabled (VA == PA), an address with a
+/// bit set at or above it takes a level-0 Address size fault at stage 1, to EL1, and never
+/// reaches stage 2 (Arm ARM D8 "Translation process", stage 1 disabled: pseudocode
+/// `AArch64.S1DisabledOutput` checks the VA against `AArch64.PAMax()`).
+pub const PA_BITS: u32 = 48;
+
+/// Whether `addr` is inside the PA space (see [`PA_BITS`]).
+#[inline]
+pub(crate) const fn pa_in_range(addr: u64) -> bool {
+    addr >> PA_BITS == 0
+}
 
 /// What the CPU sees of memory: the RMM model implements it over the realm's stage-2 (RTT + granules).
 pub trait Bus {
@@ -319,6 +333,14 @@ impl Aarch64Cpu {
             // D1.3.x "PC alignment checking": misaligned PC → PC alignment fault (EC 0x22) to EL1,
             // FAR_EL1 = the misaligned PC.
             self.exception_entry(esr::build(esr::EC_PC_ALIGN, true, 0), Some(pc), pc);
+            return None;
+        }
+        if !pa_in_range(pc) {
+            // Stage 1 disabled and the PC beyond the PA size: Instruction Abort without a
+            // change in EL (EC 0x21), IFSC Address size fault level 0, FAR = PC. Stage 2 never
+            // sees it (its HPFAR could not even hold the address).
+            let iss = u64::from(esr::DFSC_ADDR_SIZE_L0);
+            self.exception_entry(esr::build(esr::EC_IABT_CUR, true, iss), Some(pc), pc);
             return None;
         }
         let insn = match bus.fetch(pc) {

@@ -40,6 +40,8 @@ pub const EC_BRK64: u8 = 0x3C;
 
 /// DFSC/IFSC: translation fault, level 0 (add the level for levels 1..=3).
 pub const DFSC_TRANSLATION_L0: u8 = 0x04;
+/// DFSC/IFSC: Address size fault, level 0 (0b000000).
+pub const DFSC_ADDR_SIZE_L0: u8 = 0x00;
 /// DFSC/IFSC: permission fault, level 0 (add the level).
 pub const DFSC_PERMISSION_L0: u8 = 0x0C;
 /// DFSC/IFSC: synchronous external abort, not on a translation table walk.
