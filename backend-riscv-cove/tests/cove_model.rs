@@ -830,3 +830,60 @@ fn covi_injects_only_allowed_external_interrupts() {
     assert_eq!(r, vec![(1u64 << 63) | 9]);
     assert_eq!(m.ext_interrupts_delivered(g, 0), Some(1));
 }
+
+/// `bne rs1, rs2, off` (B-type, RV64I).
+fn bne(rs1: u8, rs2: u8, off: i32) -> u32 {
+    let o = off as u32;
+    (((o >> 12) & 1) << 31)
+        | (((o >> 5) & 0x3f) << 25)
+        | (u32::from(rs2) << 20)
+        | (u32::from(rs1) << 15)
+        | (1 << 12)
+        | (((o >> 1) & 0xf) << 8)
+        | (((o >> 11) & 1) << 7)
+        | 0x63
+}
+
+#[test]
+fn a_guest_extending_in_a_loop_keeps_exact_registers_and_a_bounded_log() {
+    use backend_riscv_cove::model::atst::MAX_LOGGED_RUNTIME_EXTENDS;
+    use sha2::Digest;
+    const N: u64 = MAX_LOGGED_RUNTIME_EXTENDS + 76;
+    let (m, b) = simple_backend();
+    let mut a = Asm::new();
+    a.prologue();
+    a.li(T0, DATA).li(T1, 0x2222_2222_2222_2222);
+    for i in 0..6 {
+        a.sd(T1, T0, 8 * i);
+    }
+    a.li(S1, N);
+    let top = a.here();
+    a.sbi(abi::EID_ATST, atst::EXTEND_MEASUREMENT, &[DATA, 48, 17]);
+    a.addi(S1, S1, -1);
+    let back = top as i32 - a.here() as i32;
+    a.emit(bne(S1, ZERO, back));
+    a.report(A0);
+    a.off();
+    let (vm, mut v0) = launch(&b, &config(), &a.bytes());
+    let r = run_collect(v0.as_mut(), |_, _| 0);
+    assert_eq!(r, vec![0, 0], "MMIO registration, then the last extension, succeeded");
+    // The registers are exact: PCR17 = H(PCR17 || value), N times from 48 zero bytes.
+    let mut pcr = vec![0u8; 48];
+    for _ in 0..N {
+        let mut h = sha2::Sha384::new();
+        h.update(&pcr);
+        h.update([0x22u8; 48]);
+        pcr = h.finalize().to_vec();
+    }
+    let guest = vm.ops().guest_id();
+    let tsm = m.tvm_measurement(guest).unwrap();
+    assert_eq!(tsm.register("PCR17").unwrap(), pcr.as_slice());
+    // …while the inspection log stopped growing at the cap.
+    let log = m.tvm_log(guest).unwrap();
+    let extends = log
+        .events
+        .iter()
+        .filter(|e| matches!(e, cvm_core::MeasurementEvent::Extend { .. }))
+        .count() as u64;
+    assert_eq!(extends, MAX_LOGGED_RUNTIME_EXTENDS);
+}

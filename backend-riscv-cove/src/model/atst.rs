@@ -16,6 +16,10 @@ use super::vcpu::Ecall;
 use crate::abi::{atst, AttestationCapabilities, MeasurementRegisterDescriptor, SbiError};
 use crate::measure::{is_runtime_pcr, record, MEASUREMENT_LEN, PCR_INDICES};
 
+/// How many runtime extensions (ATST ExtendMeasurement) a TVM's inspection log records; later
+/// ones still extend the registers but are only counted (`Tvm::runtime_extends`).
+pub const MAX_LOGGED_RUNTIME_EXTENDS: u64 = 1024;
+
 /// Salus' capabilities: tcb_svn 0xdeadbeef, SHA-384, DiceTcbInfo, 4 static + 4 runtime
 /// registers in `TVM_MSMT_REGISTERS` order.
 pub fn capabilities() -> AttestationCapabilities {
@@ -77,11 +81,18 @@ pub(crate) fn handle(tvm: &mut Tvm, mem: &mut PhysMem, fid: u32, a: [u64; 6]) ->
                 index: pcr,
                 content: Content::bytes(value.to_vec()),
             };
-            Ecall::Ret(
+            // The registers are always exact. The inspection log keeps the first
+            // MAX_LOGGED_RUNTIME_EXTENDS runtime extensions only, so a guest extending in a
+            // loop cannot grow host memory without bound (Salus keeps just the registers).
+            let logged = if tvm.runtime_extends < MAX_LOGGED_RUNTIME_EXTENDS {
                 record(&mut tvm.log, &mut tvm.measurement, event)
-                    .map(|_| 0)
-                    .map_err(|_| SbiError::InvalidParam),
-            )
+            } else {
+                tvm.measurement.apply(tvm.log.events.len(), &event)
+            };
+            if logged.is_ok() {
+                tvm.runtime_extends = tvm.runtime_extends.saturating_add(1);
+            }
+            Ecall::Ret(logged.map(|_| 0).map_err(|_| SbiError::InvalidParam))
         }
         atst::READ_MEASUREMENT => {
             if a[1] < MEASUREMENT_LEN as u64 {

@@ -195,8 +195,11 @@ pub struct Tvm {
     pub vcpus: BTreeMap<u64, VcpuState>,
     /// Measurement registers.
     pub measurement: TvmMeasurement,
-    /// Measured events, in order.
+    /// Measured events, in order (runtime extensions beyond
+    /// [`super::atst::MAX_LOGGED_RUNTIME_EXTENDS`] are counted, not logged).
     pub log: MeasurementLog,
+    /// Runtime extensions applied so far (logged or not).
+    pub runtime_extends: u64,
     /// ISA configuration.
     pub isa: TvmIsa,
     /// Whether any vCPU has run (ISA configuration is fixed from then on).
@@ -233,6 +236,7 @@ impl Tvm {
             vcpus: BTreeMap::new(),
             measurement: TvmMeasurement::new(),
             log: MeasurementLog::new(HashAlgorithm::Sha384),
+            runtime_extends: 0,
             isa: TvmIsa::default(),
             ran: false,
             ext_irq: ExtIrqPolicy::default(),
