@@ -866,7 +866,11 @@ fn a_guest_extending_in_a_loop_keeps_exact_registers_and_a_bounded_log() {
     a.off();
     let (vm, mut v0) = launch(&b, &config(), &a.bytes());
     let r = run_collect(v0.as_mut(), |_, _| 0);
-    assert_eq!(r, vec![0, 0], "MMIO registration, then the last extension, succeeded");
+    assert_eq!(
+        r,
+        vec![0, 0],
+        "MMIO registration, then the last extension, succeeded"
+    );
     // The registers are exact: PCR17 = H(PCR17 || value), N times from 48 zero bytes.
     let mut pcr = vec![0u8; 48];
     for _ in 0..N {
