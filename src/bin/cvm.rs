@@ -119,6 +119,13 @@ fn run_spec(spec: &std::path::Path, max_exits: u64) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if launch.config.vcpus > 1 {
+        eprintln!(
+            "cvm: note: the spec creates {} vCPUs; `cvm run` schedules vCPU 0 only (the others are \
+             created, and measured where the architecture measures them, but never run)",
+            launch.config.vcpus
+        );
+    }
     let options = cvm::run::RunOptions { max_exits };
     match cvm::run::run(&launch, &options, std::io::stdout()) {
         Ok(summary) => {
