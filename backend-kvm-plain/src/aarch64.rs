@@ -21,7 +21,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
-use crate::exit::ArchExit;
+use crate::exit::{ArchExit, HaltMeaning};
 use crate::memory::Memory;
 use crate::platform::{AARCH64_HOST_CALL_BASE, AARCH64_HOST_CALL_COUNT};
 use crate::probe::HostCaps;
@@ -176,23 +176,6 @@ fn get_reg(vcpu: &VcpuFd, id: u64) -> Result<u64> {
     vcpu.get_one_reg(id, &mut b)
         .map_err(|e| Error::os("KVM_GET_ONE_REG", e))?;
     Ok(u64::from_le_bytes(b))
-}
-
-/// What a `KVM_EXIT_HLT` means (never produced on arm64: WFI is handled in the kernel).
-pub(crate) enum HaltMeaning {
-    /// Idle.
-    Halt,
-    /// Unused on arm64.
-    #[allow(dead_code)]
-    HostCall {
-        /// Unused.
-        nr: u64,
-        /// Unused.
-        args: [u64; 6],
-    },
-    /// Unused on arm64.
-    #[allow(dead_code)]
-    SystemOff,
 }
 
 /// arm64 `HLT` exits are plain halts.

@@ -8,6 +8,24 @@ use cvm_core::{mask_to_size, VmExit};
 use kvm_ioctls::VcpuExit;
 
 /// What the pending exit needs from its answer (the KVM-side channel of the resume).
+/// What a `KVM_EXIT_HLT` means. On x86 a "signed" `HLT` (rbx holds a signature) is a host call
+/// or power-off (see the platform docs); on arm64 and riscv64 WFI is handled in the kernel, so
+/// every `HLT` exit there is a plain halt and only [`HaltMeaning::Halt`] is produced.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) enum HaltMeaning {
+    /// A plain `HLT`.
+    Halt,
+    /// A signed `HLT`: a host call.
+    HostCall {
+        /// rax.
+        nr: u64,
+        /// rdi, rsi, rdx, rcx, then arguments 5–6 from the host-call block.
+        args: [u64; 6],
+    },
+    /// A signed `HLT`: system off.
+    SystemOff,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Native {
     /// Nothing to write back.

@@ -21,7 +21,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
-use crate::exit::{ArchExit, Native};
+use crate::exit::{ArchExit, HaltMeaning, Native};
 use crate::memory::Memory;
 use crate::probe::HostCaps;
 
@@ -131,23 +131,6 @@ fn set_reg(vcpu: &VcpuFd, id: u64, v: u64) -> Result<()> {
     vcpu.set_one_reg(id, &v.to_le_bytes())
         .map(|_| ())
         .map_err(|e| Error::os("KVM_SET_ONE_REG", e))
-}
-
-/// What a `KVM_EXIT_HLT` means (never produced on riscv64: WFI is handled in the kernel).
-pub(crate) enum HaltMeaning {
-    /// Idle.
-    Halt,
-    /// Unused on riscv64.
-    #[allow(dead_code)]
-    HostCall {
-        /// Unused.
-        nr: u64,
-        /// Unused.
-        args: [u64; 6],
-    },
-    /// Unused on riscv64.
-    #[allow(dead_code)]
-    SystemOff,
 }
 
 /// riscv64 `HLT` exits are plain halts.

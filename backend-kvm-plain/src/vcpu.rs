@@ -15,7 +15,7 @@ use kvm_bindings::{
 use kvm_ioctls::VcpuFd;
 
 use crate::arch;
-use crate::exit::{fault, internal_error_name, system_event_name, Native, RawExit};
+use crate::exit::{fault, internal_error_name, system_event_name, HaltMeaning, Native, RawExit};
 use crate::probe::{KVM_HC_MAP_GPA_RANGE, KVM_MAP_GPA_RANGE_ENCRYPTED};
 use crate::vm::VmCore;
 
@@ -205,9 +205,9 @@ impl KvmVcpu {
                 }
             }
             RawExit::Hlt => match arch::classify_halt(&self.fd, &self.core)? {
-                arch::HaltMeaning::Halt => (VmExit::Halt, Native::None),
-                arch::HaltMeaning::SystemOff => (VmExit::SystemOff, Native::None),
-                arch::HaltMeaning::HostCall { nr, args } => {
+                HaltMeaning::Halt => (VmExit::Halt, Native::None),
+                HaltMeaning::SystemOff => (VmExit::SystemOff, Native::None),
+                HaltMeaning::HostCall { nr, args } => {
                     (VmExit::HostCall { nr, args }, Native::HaltHostCall)
                 }
             },

@@ -38,7 +38,7 @@ use cvm_core::{Error, FeatureDef, FeatureRegisters, Result, VcpuInit, VmExit, PA
 use kvm_bindings::{kvm_segment, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
-use crate::exit::ArchExit;
+use crate::exit::{ArchExit, HaltMeaning};
 use crate::memory::Memory;
 use crate::probe::HostCaps;
 
@@ -403,21 +403,6 @@ impl VmArch {
         vcpu.set_regs(&regs)
             .map_err(|e| Error::os("KVM_SET_REGS", e))
     }
-}
-
-/// What a `KVM_EXIT_HLT` means (see the module docs).
-pub(crate) enum HaltMeaning {
-    /// A plain `HLT`.
-    Halt,
-    /// A signed `HLT`: a host call.
-    HostCall {
-        /// rax.
-        nr: u64,
-        /// rdi, rsi, rdx, rcx, r8, r9.
-        args: [u64; 6],
-    },
-    /// A signed `HLT`: system off.
-    SystemOff,
 }
 
 /// Classifies a `KVM_EXIT_HLT` by rbx (`KVM_GET_REGS`); a host call's arguments 5–6 come from
